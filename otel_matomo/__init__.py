@@ -1,0 +1,18 @@
+"""Server-side Matomo analytics from OpenTelemetry HTTP server spans."""
+
+from otel_matomo.autoconfig import REQUEST_HEADERS, configure_header_capture
+from otel_matomo.exporter import ExportStats, MatomoSpanExporter
+from otel_matomo.hits import Hit
+from otel_matomo.request import HttpRequest
+from otel_matomo.settings import ConfigurationError, Settings
+
+__all__ = [
+    "REQUEST_HEADERS",
+    "ConfigurationError",
+    "ExportStats",
+    "Hit",
+    "HttpRequest",
+    "MatomoSpanExporter",
+    "Settings",
+    "configure_header_capture",
+]

@@ -1,0 +1,3 @@
+from otel_matomo.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""Request-header capture: the headers a Matomo hit needs only reach spans when capture is configured.
+
+OpenTelemetry HTTP instrumentation records the User-Agent by itself, but the Referer (``urlref``), the
+Accept-Language (``lang``), the Host (the page URL) and X-Forwarded-For (the visitor behind a proxy) only as
+captured headers. The list is defined here once; the request view reads what it names.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import MutableMapping
+
+from otel_matomo.settings import ConfigurationError, read_flag
+
+__all__ = ["CAPTURE_ENV", "REQUEST_HEADERS", "configure_header_capture", "pre_instrument"]
+
+_logger = logging.getLogger("otel_matomo")
+
+CAPTURE_ENV = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST"
+
+REQUEST_HEADERS: tuple[str, ...] = ("host", "referer", "accept-language", "x-forwarded-for")
+"""The request headers otel-matomo reads from spans."""
+
+
+def configure_header_capture(environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Add :data:`REQUEST_HEADERS` to ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST``.
+
+    Call it before instrumenting the application (``FastAPIInstrumentor.instrument_app`` and the ASGI
+    middleware read the variable when they are built, the WSGI middleware on every request). Headers the
+    user listed are kept. Returns the merged list, which may also be passed to the ASGI middleware's
+    ``http_capture_headers_server_request`` argument.
+    """
+    env = os.environ if environ is None else environ
+    current = [item.strip() for item in env.get(CAPTURE_ENV, "").split(",") if item.strip()]
+    known = {item.lower() for item in current}
+    merged = current + [header for header in REQUEST_HEADERS if header not in known]
+    env[CAPTURE_ENV] = ",".join(merged)
+    return merged
+
+
+def pre_instrument() -> None:
+    """``opentelemetry_pre_instrument`` hook: runs inside ``opentelemetry-instrument`` before instrumentors.
+
+    Acts only when ``matomo`` is among ``OTEL_TRACES_EXPORTER``; ``OTEL_EXPORTER_MATOMO_CAPTURE_HEADERS=false``
+    opts out. Never raises: a broken hook would disable every instrumentation of the application.
+    """
+    try:
+        exporters = {name.strip() for name in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",")}
+        if "matomo" in exporters and read_flag("CAPTURE_HEADERS", default=True):
+            merged = configure_header_capture()
+            _logger.debug("otel-matomo captures request headers %s", merged)
+    except ConfigurationError as error:
+        _logger.error("otel-matomo did not configure header capture: %s", error)

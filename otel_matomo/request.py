@@ -1,0 +1,190 @@
+"""``HttpRequest``: what the visitor asked for, whatever semantic-convention version recorded it.
+
+This is the only module that knows OpenTelemetry attribute names. It reads the old HTTP conventions, the new
+(stable) ones and both at once (``OTEL_SEMCONV_STABILITY_OPT_IN=http/dup``), as the Python ASGI and WSGI
+middleware and the Node.js instrumentation really set them, and tolerates any malformed value: a wrong type or
+a missing attribute degrades one field, never the whole request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit
+
+__all__ = ["HEADER_ATTRIBUTE_PREFIX", "HttpRequest", "http_request_from_span_data"]
+
+HEADER_ATTRIBUTE_PREFIX = "http.request.header."
+_REDACTED = "[REDACTED]"
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
+
+Attributes = Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One HTTP request to the application, as plain data."""
+
+    method: str
+    path: str
+    start_ns: int
+    end_ns: int
+    span_id: int
+    route: str | None = None
+    query: str = ""
+    scheme: str = "http"
+    host: str | None = None
+    """The host the visitor asked for (the Host header, with its port), never the server's bind address."""
+    peer_address: str | None = None
+    """The socket peer (or what the server already resolved from trusted proxy headers)."""
+    user_agent: str | None = None
+    status: int | None = None
+    user_id: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Captured request headers, lower-case names with dashes, repeated lines joined by ', '."""
+
+    @property
+    def referrer(self) -> str | None:
+        """The Referer header."""
+        return self.headers.get("referer")
+
+    @property
+    def accept_language(self) -> str | None:
+        """The Accept-Language header."""
+        return self.headers.get("accept-language")
+
+    @property
+    def duration_ns(self) -> int:
+        """Time spent serving the request, never negative."""
+        return max(self.end_ns - self.start_ns, 0)
+
+
+def http_request_from_span_data(
+    name: str, attributes: Attributes, start_ns: int, end_ns: int, span_id: int
+) -> HttpRequest | None:
+    """Build the request view of one SERVER span; ``None`` when the span carries no HTTP request.
+
+    Span kind is the caller's business: the exporter and the gateway read it from different structures.
+    """
+    method = _text(attributes, "http.request.method", "http.method")
+    if method is None:
+        return None
+    if method == "_OTHER":
+        method = _text(attributes, "http.request.method_original") or method
+    route = _text(attributes, "http.route")
+    path, query = _path_and_query(name, method, route, attributes)
+    headers = _headers(attributes)
+    return HttpRequest(
+        method=method.upper(),
+        path=path,
+        query=query,
+        route=route,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        span_id=span_id,
+        scheme=(_text(attributes, "url.scheme", "http.scheme") or "http").lower(),
+        host=headers.get("host") or _host(attributes),
+        peer_address=_text(attributes, "network.peer.address", "net.peer.ip", "client.address"),
+        user_agent=_text(attributes, "user_agent.original", "http.user_agent") or headers.get("user-agent"),
+        status=_integer(attributes, "http.response.status_code", "http.status_code"),
+        user_id=_text(attributes, "enduser.id", "user.id"),
+        headers=headers,
+    )
+
+
+def _text(attributes: Attributes, *keys: str) -> str | None:
+    """The first non-empty string value among ``keys``; a sequence counts by its first item."""
+    for key in keys:
+        value = attributes.get(key)
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+def _integer(attributes: Attributes, *keys: str) -> int | None:
+    for key in keys:
+        value = attributes.get(key)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def _headers(attributes: Attributes) -> dict[str, str]:
+    """Captured request headers; Python names them with underscores, Node.js keeps the dashes."""
+    headers: dict[str, str] = {}
+    for key, value in attributes.items():
+        if not key.startswith(HEADER_ATTRIBUTE_PREFIX):
+            continue
+        name = key[len(HEADER_ATTRIBUTE_PREFIX) :].lower().replace("_", "-")
+        items = value if isinstance(value, (list, tuple)) else (value,)
+        lines = [item.strip() for item in items if isinstance(item, str) and item.strip()]
+        # Sanitised values (OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS) carry nothing of use.
+        lines = [line for line in lines if line != _REDACTED]
+        if lines:
+            headers[name] = ", ".join(lines)
+    return headers
+
+
+def _path_and_query(name: str, method: str, route: str | None, attributes: Attributes) -> tuple[str, str]:
+    """Path and query as requested, from the most precise attribute any convention left us.
+
+    Old ASGI ``http.target`` is the path alone (the query is only in ``http.url``); old WSGI ``http.target``
+    has both; WSGI under wsgiref in the new conventions sets neither, leaving the span name (``"GET /path"``
+    on raw middleware, the route template on frameworks).
+    """
+    path = _text(attributes, "url.path")
+    if path is not None:
+        return path, _text(attributes, "url.query") or ""
+    full_url = _text(attributes, "http.url", "url.full")
+    target = _text(attributes, "http.target")
+    if target is not None:
+        path, _, query = target.partition("?")
+        if not query and full_url is not None:
+            query = _safe_split(full_url)[1]
+        return path or "/", query
+    if full_url is not None:
+        return _safe_split(full_url)
+    _, _, rest = name.partition(" ")
+    if name.startswith(method + " /") and rest != route:
+        return rest, ""
+    return route or "/", ""
+
+
+def _safe_split(url: str) -> tuple[str, str]:
+    """Path and query of ``http.url``, re-escaped: old ASGI builds it from the *decoded* query string."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "/", ""
+    return quote(parts.path, safe=_URL_SAFE) or "/", quote(parts.query, safe=_URL_SAFE)
+
+
+def _host(attributes: Attributes) -> str | None:
+    """The requested host when the Host header was not captured.
+
+    ``http.url`` (old conventions) is built from the Host header. ``server.address`` is the Host header on
+    WSGI and Node.js but the bind address ``"ip:port"`` on ASGI, so it is the last resort.
+    """
+    full_url = _text(attributes, "http.url")
+    if full_url is not None:
+        try:
+            netloc = urlsplit(full_url).netloc.rpartition("@")[2]
+        except ValueError:
+            netloc = ""
+        if netloc:
+            return netloc
+    address = _text(attributes, "server.address", "http.host", "net.host.name")
+    if address is None:
+        return None
+    port = _integer(attributes, "server.port", "net.host.port")
+    if port is None or ":" in address or port in (80, 443):
+        return address
+    return f"{address}:{port}"

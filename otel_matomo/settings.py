@@ -1,0 +1,237 @@
+"""One frozen ``Settings`` object, from constructor arguments and ``OTEL_EXPORTER_MATOMO_*`` variables.
+
+Every validation error names the variable (and the argument) and the expected form, so a typo fails at
+start-up instead of silently losing analytics. Arguments win over the environment, as in the OTLP exporters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["ConfigurationError", "Settings", "read_flag"]
+
+_logger = logging.getLogger("otel_matomo")
+
+ENV_PREFIX = "OTEL_EXPORTER_MATOMO_"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+_DEFAULT_TIMEOUT_S = 10.0
+
+
+class ConfigurationError(ValueError):
+    """An invalid setting; the message names the variable and the expected form, never a secret's value."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the pipeline needs to know, validated once.
+
+    Secrets are kept out of ``repr`` so that a logged ``Settings`` never leaks them.
+    """
+
+    endpoint: str | None
+    """The full ``matomo.php`` URL; ``None`` only in dry-run mode."""
+    site_id: int
+    token_auth: str | None = field(default=None, repr=False)
+    timeout: float = _DEFAULT_TIMEOUT_S
+    """Overall deadline of one export, retries included, in seconds."""
+    visitor_id_secret: bytes = field(default=b"", repr=False)
+    error_page_titles: bool = True
+    dry_run: bool = False
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        endpoint: str | None = None,
+        site_id: int | str | None = None,
+        token_auth: str | None = None,
+        timeout: float | None = None,
+        visitor_id_secret: str | bytes | None = None,
+        error_page_titles: bool | None = None,
+        dry_run: bool | None = None,
+    ) -> Settings:
+        """Build settings from arguments, falling back to ``OTEL_EXPORTER_MATOMO_*`` in ``environ``.
+
+        ``timeout`` is in seconds as an argument and in milliseconds as ``OTEL_EXPORTER_MATOMO_TIMEOUT``,
+        matching the OpenTelemetry exporter conventions.
+        """
+        env = os.environ if environ is None else environ
+        read = _Reader(env)
+        dry = read.boolean("DRY_RUN", "dry_run", dry_run, default=False)
+        url = read.endpoint(endpoint, required=not dry)
+        token = read.token(token_auth)
+        settings = cls(
+            endpoint=url,
+            site_id=read.site_id(site_id, default=1 if dry else None),
+            token_auth=token,
+            timeout=read.timeout(timeout),
+            visitor_id_secret=read.secret(visitor_id_secret, token, warn=not dry),
+            error_page_titles=read.boolean("ERROR_PAGE_TITLES", "error_page_titles", error_page_titles, True),
+            dry_run=dry,
+        )
+        settings._warn_about_plain_http()
+        return settings
+
+    def _warn_about_plain_http(self) -> None:
+        if self.token_auth is None or self.endpoint is None:
+            return
+        parts = urlsplit(self.endpoint)
+        if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+            _logger.warning(
+                "otel-matomo sends token_auth over plain http:// to %s; anyone on the network path can read "
+                "it. Use an https:// endpoint.",
+                parts.hostname,
+            )
+
+    @property
+    def endpoint_for_logs(self) -> str:
+        """The endpoint without any user:password part, safe to log."""
+        if self.endpoint is None:
+            return "(dry run)"
+        parts = urlsplit(self.endpoint)
+        netloc = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def read_flag(suffix: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
+    """A true/false ``OTEL_EXPORTER_MATOMO_<suffix>`` variable, with the same errors as :class:`Settings`."""
+    reader = _Reader(os.environ if environ is None else environ)
+    return reader.boolean(suffix, suffix.lower(), None, default)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Reader:
+    """Reads one setting at a time, naming ``argument (VARIABLE)`` in every error."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def _raw(self, suffix: str, value: object) -> object:
+        if value is not None:
+            return value
+        raw = self._environ.get(ENV_PREFIX + suffix)
+        return None if raw is None or raw.strip() == "" else raw.strip()
+
+    @staticmethod
+    def _error(suffix: str, argument: str, problem: str, expected: str) -> ConfigurationError:
+        return ConfigurationError(f"{argument} ({ENV_PREFIX}{suffix}) {problem}: expected {expected}")
+
+    def boolean(self, suffix: str, argument: str, value: bool | None, default: bool) -> bool:
+        raw = self._raw(suffix, value)
+        if raw is None:
+            return default
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise self._error(suffix, argument, f"is {raw!r}", "true or false")
+
+    def endpoint(self, value: str | None, *, required: bool) -> str | None:
+        expected = "the Matomo base URL or its matomo.php URL, e.g. https://matomo.example.com"
+        raw = self._raw("ENDPOINT", value)
+        if raw is None:
+            if required:
+                raise self._error("ENDPOINT", "endpoint", "is not set", expected)
+            return None
+        text = str(raw)
+        parts = urlsplit(text)
+        shown = repr(urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", "")))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self._error("ENDPOINT", "endpoint", f"is {shown}, which has no http(s) scheme and host", expected)
+        if parts.query or parts.fragment:
+            raise self._error(
+                "ENDPOINT",
+                "endpoint",
+                f"is {shown} with a query or fragment (never put token_auth in a URL)",
+                expected,
+            )
+        path = parts.path if parts.path.endswith(".php") else parts.path.rstrip("/") + "/matomo.php"
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+    def site_id(self, value: int | str | None, default: int | None) -> int:
+        expected = "a positive whole number, the Matomo idsite, e.g. 1"
+        raw = self._raw("SITE_ID", value)
+        if raw is None:
+            if default is None:
+                raise self._error("SITE_ID", "site_id", "is not set", expected)
+            return default
+        text = str(raw)
+        if isinstance(raw, bool) or not text.isdigit() or int(text) < 1:
+            raise self._error("SITE_ID", "site_id", f"is {text!r}", expected)
+        return int(text)
+
+    def token(self, value: str | None) -> str | None:
+        raw = self._raw("TOKEN_AUTH", value)
+        if raw is None:
+            return None
+        text = str(raw).strip()
+        if not text.isascii() or not text.isalnum():
+            # Never echo the value: it is a secret, even when mistyped.
+            raise self._error(
+                "TOKEN_AUTH",
+                "token_auth",
+                "contains characters a Matomo token never has",
+                "the token_auth of a Matomo user with write access (letters and digits only)",
+            )
+        return text
+
+    def timeout(self, value: float | None) -> float:
+        expected = "a positive number of milliseconds, e.g. 10000"
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigurationError(f"timeout is {value!r}: expected a positive number of seconds")
+            return float(value)
+        raw = self._raw("TIMEOUT", None)
+        if raw is None:
+            return _DEFAULT_TIMEOUT_S
+        try:
+            millis = float(str(raw))
+        except ValueError:
+            raise self._error("TIMEOUT", "timeout", f"is {raw!r}", expected) from None
+        if not millis > 0 or millis == float("inf"):
+            raise self._error("TIMEOUT", "timeout", f"is {raw!r}", expected)
+        return millis / 1000.0
+
+    def secret(self, value: str | bytes | None, token: str | None, *, warn: bool) -> bytes:
+        raw = self._raw("VISITOR_ID_SECRET", value)
+        if raw is not None:
+            secret = raw if isinstance(raw, bytes) else str(raw).encode()
+            if len(secret) < 16:
+                raise self._error(
+                    "VISITOR_ID_SECRET",
+                    "visitor_id_secret",
+                    "is shorter than 16 bytes",
+                    "a random string of at least 16 characters shared by every process of the deployment",
+                )
+            return secret
+        if token is not None:
+            # The token is already a secret that every process of one deployment shares, so ids stay stable
+            # across workers and restarts; hashing it keeps the token itself out of the key material's uses.
+            return hashlib.sha256(b"otel-matomo visitor id\0" + token.encode()).digest()
+        if warn:
+            _logger.warning(
+                "otel-matomo has no %sVISITOR_ID_SECRET (and no token_auth to derive one from): visitor "
+                "ids are keyed with a public constant, so a visitor's IP and user agent could be guessed back "
+                "from them. Set a random secret shared by every process of the deployment.",
+                ENV_PREFIX,
+            )
+        return b"otel-matomo public visitor id key"
