@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
-import uvicorn
 from fastapi import FastAPI, HTTPException
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
@@ -20,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_matomo.autoconfig import configure_header_capture
+from otel_matomo.cli._serving import serve_asgi
 from otel_matomo.exporter import MatomoSpanExporter
 from otel_matomo.hits import Hit
 
@@ -41,7 +38,9 @@ class _Visit:
 
 
 _DESKTOP = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
-_MOBILE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148"
+_MOBILE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148"
+)
 _SESSION = (
     _Visit("/?mtm_campaign=autumn", _DESKTOP, "en-GB,en;q=0.9", "https://news.example/", forwarded_for="198.51.100.4"),
     _Visit("/items/7", _DESKTOP, "en-GB,en;q=0.9", "http://shop.example/", forwarded_for="198.51.100.4"),
@@ -82,7 +81,7 @@ def run_demo(*, as_json: bool = False) -> int:
     FastAPIInstrumentor.instrument_app(
         app, tracer_provider=provider, http_capture_headers_server_request=configure_header_capture({})
     )
-    with _serve(app) as base_url:
+    with serve_asgi(app) as base_url:
         _browse(base_url)
     finished = spans.get_finished_spans()
     hits = exporter.translate(finished)
@@ -91,36 +90,13 @@ def run_demo(*, as_json: bool = False) -> int:
         exporter.export(finished)
         exporter.shutdown()
         stats = exporter.stats
-        print(f"\nsent to {exporter.settings.endpoint_for_logs}: tracked {stats.tracked}, invalid {stats.invalid}, "
-              f"lost {stats.lost}")
+        print(
+            f"\nsent to {exporter.settings.endpoint_for_logs}: tracked {stats.tracked}, invalid {stats.invalid}, "
+            f"lost {stats.lost}"
+        )
         return 0 if stats.tracked == len(hits) else 1
     print("\nNo Matomo configured (OTEL_EXPORTER_MATOMO_ENDPOINT, OTEL_EXPORTER_MATOMO_SITE_ID): nothing was sent.")
     return 0
-
-
-class _serve:  # noqa: N801 - used as a context manager, reads as one
-    """Run ``app`` under a real uvicorn server on a free loopback port for the duration of a ``with``."""
-
-    def __init__(self, app: FastAPI) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self._port = probe.getsockname()[1]
-        config = uvicorn.Config(app, host="127.0.0.1", port=self._port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the demo app did not start within 10 s")
-            time.sleep(0.02)
-        return f"http://127.0.0.1:{self._port}"
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
 
 
 def _browse(base_url: str) -> None:

@@ -1,0 +1,163 @@
+"""The zero-code path: ``opentelemetry-instrument`` with only environment variables, no OpenTelemetry code in the app.
+
+The package's entry points must select the exporter (``OTEL_TRACES_EXPORTER=matomo``, also beside another
+exporter) and arrange header capture without the user listing headers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.matomo_standin import WRITE_TOKEN, MatomoStandIn
+from tests.servers import free_port, wait_until
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+
+
+class App:
+    def __init__(self, process: subprocess.Popen[str], base_url: str) -> None:
+        self.process = process
+        self.base_url = base_url
+
+    def get(self, path: str, **headers: str) -> int:
+        return httpx.get(self.base_url + path, headers={"User-Agent": UA, **headers}).status_code
+
+    def stop(self) -> str:
+        self.process.send_signal(signal.SIGTERM)
+        output, _ = self.process.communicate(timeout=20)
+        return output
+
+
+def _start(standin: MatomoStandIn, **extra_env: str) -> App:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    env.update(
+        OTEL_TRACES_EXPORTER="matomo",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_BSP_SCHEDULE_DELAY="50",
+        OTEL_EXPORTER_MATOMO_ENDPOINT=standin.url,
+        OTEL_EXPORTER_MATOMO_SITE_ID="1",
+        OTEL_EXPORTER_MATOMO_TOKEN_AUTH=WRITE_TOKEN,
+        OTEL_EXPORTER_MATOMO_VISITOR_ID_SECRET="zero-code-secret-0123456789",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra_env)
+    instrument = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent))
+    assert instrument is not None, "opentelemetry-instrument is not installed beside this Python"
+    process = subprocess.Popen(
+        [instrument, sys.executable, "-m", "uvicorn", "fastapi_app:app", "--port", str(port), "--log-level", "warning"],
+        cwd=EXAMPLES,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the app exited: {process.communicate()[0]}")
+        try:
+            httpx.get(base_url + "/healthz-probe-not-a-route", timeout=0.5)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    wait_until(answers, "the instrumented app did not start")
+    return App(process, base_url)
+
+
+@pytest.fixture
+def running() -> Iterator[list[App]]:
+    apps: list[App] = []
+    yield apps
+    for app in apps:
+        if app.process.poll() is None:
+            app.process.kill()
+
+
+def test_env_only_app_sends_hits_with_captured_headers(standin: MatomoStandIn, running: list[App]) -> None:
+    app = _start(standin)
+    running.append(app)
+    assert (
+        app.get(
+            "/items/3?utm_source=zero",
+            Referer="https://duckduckgo.com/",
+            **{"Accept-Language": "nl-NL"},
+            Host="shop.example",
+        )
+        == 200
+    )
+    hits = standin.wait_for_hits(2)  # the start-up probe (a 404) and the page view
+    page = hits[-1]
+    assert page["action_name"] == "GET /items/{item_id}"
+    assert page["url"] == "http://shop.example/items/3?utm_source=zero"
+    assert page["urlref"] == "https://duckduckgo.com/"
+    assert page["lang"] == "nl-NL"
+    assert page["ua"] == UA
+    assert page["cip"] == "127.0.0.1"
+    app.stop()
+
+
+def test_beside_another_exporter_and_merged_with_the_users_capture_list(
+    standin: MatomoStandIn, running: list[App]
+) -> None:
+    app = _start(
+        standin,
+        OTEL_TRACES_EXPORTER="console,matomo",
+        OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST="x-request-id",
+    )
+    running.append(app)
+    assert app.get("/items/4", **{"X-Request-Id": "req-42", "Accept-Language": "sv-SE"}) == 200
+    page = standin.wait_for_hits(2)[-1]
+    assert page["lang"] == "sv-SE"
+    output = app.stop()
+    assert '"http.request.header.x_request_id"' in output, "the console exporter shows the user's own header"
+    assert "req-42" in output
+
+
+def test_header_capture_opt_out(standin: MatomoStandIn, running: list[App]) -> None:
+    app = _start(standin, OTEL_EXPORTER_MATOMO_CAPTURE_HEADERS="false")
+    running.append(app)
+    assert app.get("/items/5", Referer="https://example.org/", **{"Accept-Language": "it-IT"}) == 200
+    page = standin.wait_for_hits(2)[-1]
+    assert page["action_name"] == "GET /items/{item_id}"
+    assert "lang" not in page
+    assert "urlref" not in page
+    app.stop()
+
+
+def test_invalid_configuration_names_the_variable(standin: MatomoStandIn) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    env.update(
+        OTEL_TRACES_EXPORTER="matomo",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_EXPORTER_MATOMO_ENDPOINT=standin.url,
+        OTEL_EXPORTER_MATOMO_SITE_ID="abc",
+    )
+    instrument = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent))
+    assert instrument is not None
+    result = subprocess.run(
+        [instrument, sys.executable, "-c", "print('app ran')"],
+        cwd=EXAMPLES,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "OTEL_EXPORTER_MATOMO_SITE_ID" in result.stderr
+    assert "positive whole number" in result.stderr
+    assert "app ran" in result.stdout, "a configuration error must not stop the application"
