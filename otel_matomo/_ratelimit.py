@@ -34,6 +34,7 @@ class RateLimitedLog:
             self._last[key] = now
             held = self._held.pop(key, 0)
         if held:
-            message += " (%d similar messages were held back)"
-            args = (*args, held)
-        self._logger.log(level, message, *args, exc_info=exc_info)
+            text = message % args if args else message
+            self._logger.log(level, "%s (%d similar messages were held back)", text, held, exc_info=exc_info)
+        else:
+            self._logger.log(level, message, *args, exc_info=exc_info)

@@ -124,7 +124,12 @@ class MatomoSpanExporter(SpanExporter):
             for hit in hits:
                 hits_logger.info("%s", json.dumps(hit), extra={"hit": hit})
             return SpanExportResult.SUCCESS
-        result = self._transport.send(hits)
+        try:
+            result = self._transport.send(hits)
+        except Exception:
+            with self._lock:
+                self._stats.lost += len(hits)
+            raise
         with self._lock:
             self._stats.batches += 1
             self._stats.tracked += result.tracked

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -32,10 +34,11 @@ class ConfigurationError(ValueError):
 class Settings:
     """Everything the pipeline needs to know, validated once.
 
-    Secrets are kept out of ``repr`` so that a logged ``Settings`` never leaks them.
+    Secrets are kept out of ``repr`` (the endpoint shows without any ``user:password@``) so that a logged
+    ``Settings`` never leaks them.
     """
 
-    endpoint: str | None
+    endpoint: str | None = field(repr=False)
     """The full ``matomo.php`` URL; ``None`` only in dry-run mode."""
     site_id: int
     token_auth: str | None = field(default=None, repr=False)
@@ -79,6 +82,13 @@ class Settings:
         )
         settings._warn_about_plain_http()
         return settings
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(endpoint={self.endpoint_for_logs!r}, site_id={self.site_id}, "
+            f"token_auth={'***' if self.token_auth else None}, timeout={self.timeout}, "
+            f"error_page_titles={self.error_page_titles}, dry_run={self.dry_run})"
+        )
 
     def _warn_about_plain_http(self) -> None:
         if self.token_auth is None or self.endpoint is None:
@@ -154,7 +164,10 @@ class _Reader:
             return None
         text = str(raw)
         parts = urlsplit(text)
-        shown = repr(urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", "")))
+        # Never echo a query (it may hold a token) nor what stands before an '@' (it may be a password), even
+        # where urlsplit sees no netloc.
+        base = re.split(r"[?#]", text, maxsplit=1)[0]
+        shown = repr(base if "@" not in base else "…@" + base.rpartition("@")[2])
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise self._error("ENDPOINT", "endpoint", f"is {shown}, which has no http(s) scheme and host", expected)
         if parts.query or parts.fragment:
@@ -175,7 +188,7 @@ class _Reader:
                 raise self._error("SITE_ID", "site_id", "is not set", expected)
             return default
         text = str(raw)
-        if isinstance(raw, bool) or not text.isdigit() or int(text) < 1:
+        if isinstance(raw, bool) or not (text.isascii() and text.isdigit()) or int(text) < 1:
             raise self._error("SITE_ID", "site_id", f"is {text!r}", expected)
         return int(text)
 
@@ -197,7 +210,7 @@ class _Reader:
     def timeout(self, value: float | None) -> float:
         expected = "a positive number of milliseconds, e.g. 10000"
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ConfigurationError(f"timeout is {value!r}: expected a positive number of seconds")
             return float(value)
         raw = self._raw("TIMEOUT", None)
@@ -207,7 +220,7 @@ class _Reader:
             millis = float(str(raw))
         except ValueError:
             raise self._error("TIMEOUT", "timeout", f"is {raw!r}", expected) from None
-        if not millis > 0 or millis == float("inf"):
+        if not 0 < millis < math.inf:
             raise self._error("TIMEOUT", "timeout", f"is {raw!r}", expected)
         return millis / 1000.0
 

@@ -62,19 +62,20 @@ class MalformedAnswer(ValueError):
 def parse_bulk_answer(body: bytes) -> BulkAnswer:
     """Read ``{"status": ..., "tracked": N, "invalid": K, "invalid_indices": [...]}``.
 
-    ``invalid_indices`` only comes back when the token is a Super User's.
+    ``invalid_indices`` only comes back when the token is a Super User's. Error messages never quote the body,
+    which the caller logs itself, masked.
     """
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise MalformedAnswer(f"not JSON: {body[:120]!r}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("tracked"), int):
-        raise MalformedAnswer(f"no 'tracked' count: {body[:120]!r}")
+        raise MalformedAnswer("not JSON") from None
+    if not isinstance(data, dict) or type(data.get("tracked")) is not int:
+        raise MalformedAnswer("no 'tracked' count")
     invalid = data.get("invalid", 0)
     indices = data.get("invalid_indices", [])
-    if not isinstance(invalid, int) or not isinstance(indices, list):
-        raise MalformedAnswer(f"bad 'invalid' fields: {body[:120]!r}")
-    return BulkAnswer(data["tracked"], invalid, tuple(i for i in indices if isinstance(i, int)))
+    if type(invalid) is not int or not isinstance(indices, list):
+        raise MalformedAnswer("bad 'invalid' fields")
+    return BulkAnswer(data["tracked"], invalid, tuple(i for i in indices if type(i) is int))
 
 
 class Outcome(enum.Enum):
@@ -212,11 +213,12 @@ class Transport:
             self._log.log(
                 logging.ERROR,
                 "malformed",
-                "otel-matomo lost %d hits: %s did not answer as Matomo's bulk tracking API does (%s); "
+                "otel-matomo lost %d hits: %s did not answer as Matomo's bulk tracking API does (%s: %s); "
                 "is the endpoint the Matomo tracker URL?",
                 count,
                 self._shown_endpoint,
-                self._snippet(str(error).encode()),
+                error,
+                self._snippet(response.content),
             )
             return SendResult(Outcome.REJECTED, invalid=count, attempts=attempt)
         if answer.invalid == 0:
@@ -233,6 +235,7 @@ class Transport:
                 count,
             )
             return SendResult(Outcome.REJECTED, invalid=count, attempts=attempt)
+        outcome = Outcome.PARTIAL if answer.tracked else Outcome.REJECTED
         where = f" at indices {list(answer.invalid_indices)}" if answer.invalid_indices else ""
         self._log.log(
             logging.WARNING,
@@ -243,12 +246,14 @@ class Transport:
             count,
             where,
         )
-        return SendResult(Outcome.PARTIAL, tracked=answer.tracked, invalid=answer.invalid, attempts=attempt)
+        return SendResult(outcome, tracked=answer.tracked, invalid=answer.invalid, attempts=attempt)
 
     def _snippet(self, content: bytes) -> str:
         """The start of an error answer, for the log, with the token masked should Matomo echo it."""
-        text = content[:200].decode("utf-8", "replace").replace("\n", " ").strip() or "empty body"
-        return text.replace(self._token_auth, "***") if self._token_auth else text
+        text = content.decode("utf-8", "replace")
+        if self._token_auth:
+            text = text.replace(self._token_auth, "***")  # before cutting, so no part of it survives
+        return text[:200].replace("\n", " ").strip() or "empty body"
 
 
 def _backoff(attempt: int) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,14 @@ SUPERUSER_TOKEN = "a" * 32
 WRITE_TOKEN = "b" * 32
 SECURE_ONLY_TOKEN = "c" * 32
 _CID = re.compile(r"[0-9a-f]{16}")
+
+
+class _QuickServer(ThreadingHTTPServer):
+    """Quiet about clients that gave up on a slow answer, as the exporter should."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -44,6 +53,8 @@ class Received:
     query: str
     body: dict[str, object]
     answer_status: int
+    arrived: float
+    """``time.monotonic()`` when the request arrived."""
 
 
 @dataclass
@@ -74,10 +85,10 @@ class MatomoStandIn:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        self._server = _QuickServer(("127.0.0.1", self._port), Handler)
         self._server.daemon_threads = True
         self._port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.01,), daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -99,6 +110,7 @@ class MatomoStandIn:
             raise AssertionError(f"expected {count} hits, got {len(self.tracked)}: {self.tracked}")
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        arrived = time.monotonic()
         length = int(handler.headers.get("Content-Length", "0"))
         raw = handler.rfile.read(length)
         path, _, query = handler.path.partition("?")
@@ -111,7 +123,7 @@ class MatomoStandIn:
                 body = json.loads(raw)
             except ValueError:
                 body = {"unparsable": raw.decode("utf-8", "replace")}
-            self.received.append(Received(path, query, body, status))
+            self.received.append(Received(path, query, body, status, arrived))
         payload = behaviour.body if behaviour.body is not None and status == 200 else json.dumps(answer).encode()
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
@@ -124,7 +136,10 @@ class MatomoStandIn:
     def _answer(self, raw: bytes, path: str, behaviour: Behaviour) -> tuple[int, dict[str, object]]:
         if behaviour.fail_next > 0:
             behaviour.fail_next -= 1
-            return behaviour.status, {"status": "error", "tracked": 0}
+            status = behaviour.status
+            if behaviour.fail_next == 0:
+                behaviour.status = 200
+            return status, {"status": "error", "tracked": 0}
         if behaviour.status != 200:
             return behaviour.status, {"status": "error", "tracked": 0}
         if not path.endswith("/matomo.php"):

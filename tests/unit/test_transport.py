@@ -1,0 +1,444 @@
+"""Bulk encoding, Matomo's answers, and ``Transport`` against the local ``matomo.php`` stand-in over loopback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from urllib.parse import parse_qsl
+
+import pytest
+
+from otel_matomo import transport as transport_module
+from otel_matomo.hits import Hit
+from otel_matomo.settings import Settings
+from otel_matomo.transport import (
+    BulkAnswer,
+    MalformedAnswer,
+    Outcome,
+    Transport,
+    encode_bulk,
+    parse_bulk_answer,
+)
+from tests.matomo_standin import (
+    SECURE_ONLY_TOKEN,
+    SUPERUSER_TOKEN,
+    WRITE_TOKEN,
+    Behaviour,
+    MatomoStandIn,
+)
+
+SECRET = "a-visitor-id-secret-of-some-length"
+TOKENS = (SUPERUSER_TOKEN, WRITE_TOKEN, SECURE_ONLY_TOKEN)
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport_module, "_backoff", lambda attempt: 0.05)
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
+def make_transport(standin: MatomoStandIn, token: str | None = WRITE_TOKEN, timeout: float = 2.0) -> Transport:
+    settings = Settings.from_env(
+        {}, endpoint=standin.url, site_id=1, token_auth=token, timeout=timeout, visitor_id_secret=SECRET
+    )
+    return Transport(settings)
+
+
+def hit(n: int = 0, site: int = 1) -> Hit:
+    return {
+        "idsite": str(site),
+        "rec": "1",
+        "apiv": "1",
+        "rand": f"{n:016x}",
+        "cid": f"{n:016x}",
+        "action_name": f"GET /page/{n}",
+        "url": f"https://shop.example/page/{n}?q=a&b=c",
+    }
+
+
+def assert_token_kept_secret(caplog: pytest.LogCaptureFixture, standin: MatomoStandIn | None = None) -> None:
+    """No token in any log record (message or traceback), nor in any request URL."""
+    for record in caplog.records:
+        text = record.getMessage() + (record.exc_text or "") + str(record.__dict__.get("hit", ""))
+        for token in TOKENS:
+            assert token not in text, record
+    for received in standin.received if standin is not None else ():
+        for token in TOKENS:
+            assert token not in received.path
+            assert token not in received.query
+        assert received.query == ""
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "otel_matomo" and r.levelno >= logging.ERROR]
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "otel_matomo" and r.levelno == logging.WARNING]
+
+
+# --- encode_bulk ---------------------------------------------------------------------------------------------------
+
+
+def test_encode_bulk_items_start_with_question_mark_and_token_only_in_body() -> None:
+    body = json.loads(encode_bulk([hit(1), hit(2)], WRITE_TOKEN))
+    assert set(body) == {"requests", "token_auth"}
+    assert body["token_auth"] == WRITE_TOKEN
+    assert len(body["requests"]) == 2
+    for item in body["requests"]:
+        assert item.startswith("?")
+        assert WRITE_TOKEN not in item
+        assert "token_auth" not in item
+    assert [dict(parse_qsl(item[1:])) for item in body["requests"]] == [hit(1), hit(2)]
+
+
+def test_encode_bulk_without_token_has_no_token_key() -> None:
+    body = json.loads(encode_bulk([hit()], None))
+    assert set(body) == {"requests"}
+
+
+def test_encode_bulk_empty_hit_still_starts_with_question_mark() -> None:
+    assert json.loads(encode_bulk([{}], None)) == {"requests": ["?"]}
+
+
+def test_encode_bulk_url_encodes_values() -> None:
+    tricky = {"idsite": "1", "rec": "1", "action_name": "a&b=c d/é€", "url": "https://x.example/?k=v&w=1#f"}
+    [item] = json.loads(encode_bulk([tricky], None))["requests"]
+    query = item[1:]
+    assert query.count("&") == len(tricky) - 1  # no raw '&' inside a value
+    assert query.count("=") == len(tricky)  # no raw '=' inside a value
+    assert "a%26b%3Dc+d%2F%C3%A9%E2%82%AC" in query
+    assert " " not in query
+    assert "#" not in query
+    assert dict(parse_qsl(query, keep_blank_values=True)) == tricky
+
+
+def test_encode_bulk_keeps_order() -> None:
+    body = json.loads(encode_bulk([hit(n) for n in range(5)], None))
+    assert [dict(parse_qsl(item[1:]))["rand"] for item in body["requests"]] == [f"{n:016x}" for n in range(5)]
+
+
+# --- parse_bulk_answer ----------------------------------------------------------------------------------------------
+
+
+def test_parse_success() -> None:
+    assert parse_bulk_answer(b'{"status":"success","tracked":3,"invalid":0}') == BulkAnswer(3, 0, ())
+
+
+def test_parse_success_without_invalid_field() -> None:
+    assert parse_bulk_answer(b'{"status":"success","tracked":2}') == BulkAnswer(2, 0, ())
+
+
+def test_parse_invalid_with_indices() -> None:
+    answer = parse_bulk_answer(b'{"status":"success","tracked":1,"invalid":2,"invalid_indices":[0,2]}')
+    assert answer == BulkAnswer(tracked=1, invalid=2, invalid_indices=(0, 2))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"<html>Matomo is down</html>", id="html"),
+        pytest.param(b"", id="empty"),
+        pytest.param(b"\xff\xfe", id="not-utf8"),
+        pytest.param(b"[1, 2]", id="json-list"),
+        pytest.param(b'"success"', id="json-string"),
+        pytest.param(b'{"status":"success"}', id="missing-tracked"),
+        pytest.param(b'{"status":"success","tracked":"3"}', id="tracked-string"),
+        pytest.param(b'{"tracked":1,"invalid":"1"}', id="invalid-string"),
+        pytest.param(b'{"tracked":1,"invalid":1,"invalid_indices":3}', id="indices-not-list"),
+    ],
+)
+def test_parse_malformed(body: bytes) -> None:
+    with pytest.raises(MalformedAnswer):
+        parse_bulk_answer(body)
+
+
+# --- Transport against the stand-in --------------------------------------------------------------------------------
+
+
+def test_delivered(standin: MatomoStandIn, logs: pytest.LogCaptureFixture) -> None:
+    hits = [hit(1), hit(2), hit(3)]
+    result = make_transport(standin).send(hits)
+    assert result.outcome is Outcome.DELIVERED
+    assert (result.tracked, result.invalid, result.attempts) == (3, 0, 1)
+    assert len(standin.received) == 1
+    received = standin.received[0]
+    assert received.path == "/matomo.php"
+    assert received.body["token_auth"] == WRITE_TOKEN
+    assert standin.tracked == hits
+    assert errors(logs) == []
+    assert warnings(logs) == []
+    assert_token_kept_secret(logs, standin)
+
+
+def test_delivered_without_token(standin: MatomoStandIn, logs: pytest.LogCaptureFixture) -> None:
+    result = make_transport(standin, token=None).send([hit()])
+    assert result.outcome is Outcome.DELIVERED
+    assert "token_auth" not in standin.received[0].body
+    assert standin.tracked == [hit()]
+
+
+def test_partial_invalid_logs_indices_and_is_not_retried(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture
+) -> None:
+    hits = [hit(0), hit(1, site=99), hit(2)]
+    result = make_transport(standin, token=SUPERUSER_TOKEN).send(hits)
+    assert result.outcome is Outcome.PARTIAL
+    assert (result.tracked, result.invalid, result.attempts) == (2, 1, 1)
+    assert len(standin.received) == 1
+    assert standin.tracked == [hit(0), hit(2)]
+    [warning] = warnings(logs)
+    assert "refused 1 of 3 hits at indices [1]" in warning.getMessage()
+    assert_token_kept_secret(logs, standin)
+
+
+def test_partial_invalid_without_indices(standin: MatomoStandIn, logs: pytest.LogCaptureFixture) -> None:
+    result = make_transport(standin, token=WRITE_TOKEN).send([hit(0), hit(1, site=99)])
+    assert result.outcome is Outcome.PARTIAL
+    assert (result.tracked, result.invalid) == (1, 1)
+    [warning] = warnings(logs)
+    assert "refused 1 of 2 hits" in warning.getMessage()
+    assert "indices" not in warning.getMessage()
+    assert len(standin.received) == 1
+
+
+def test_secure_only_token_is_rejected_with_one_clear_error(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture
+) -> None:
+    result = make_transport(standin, token=SECURE_ONLY_TOKEN).send([hit(1), hit(2)])
+    assert result.outcome is Outcome.REJECTED
+    assert (result.tracked, result.invalid, result.attempts) == (0, 2, 1)
+    assert len(standin.received) == 1
+    assert standin.tracked == []
+    [error] = errors(logs)
+    message = error.getMessage()
+    assert "secure only" in message
+    assert "#22910" in message
+    assert_token_kept_secret(logs, standin)
+
+
+@pytest.mark.parametrize("status", [400, 403])
+def test_client_error_is_rejected_without_retry(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture, fast_backoff: None, status: int
+) -> None:
+    standin.behaviour = Behaviour(status=status)
+    result = make_transport(standin).send([hit()])
+    assert result.outcome is Outcome.REJECTED
+    assert (result.invalid, result.attempts) == (1, 1)
+    assert len(standin.received) == 1
+    [error] = errors(logs)
+    assert f"HTTP {status}" in error.getMessage()
+    assert_token_kept_secret(logs, standin)
+
+
+def test_wrong_path_404_is_rejected_without_retry(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture, fast_backoff: None
+) -> None:
+    settings = Settings.from_env(
+        {}, endpoint=standin.url + "/index.php", site_id=1, token_auth=WRITE_TOKEN, visitor_id_secret=SECRET
+    )
+    result = Transport(settings).send([hit()])
+    assert result.outcome is Outcome.REJECTED
+    assert len(standin.received) == 1
+    [error] = errors(logs)
+    assert "HTTP 404" in error.getMessage()
+    assert_token_kept_secret(logs, standin)
+
+
+def test_malformed_200_answer_is_rejected_logged_and_not_retried(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture, fast_backoff: None
+) -> None:
+    standin.behaviour = Behaviour(body=b"<html><body>Welcome to nginx!</body></html>")
+    result = make_transport(standin).send([hit(1), hit(2)])
+    assert result.outcome is Outcome.REJECTED
+    assert (result.tracked, result.invalid, result.attempts) == (0, 2, 1)
+    assert len(standin.received) == 1
+    [error] = errors(logs)
+    assert "did not answer as Matomo's bulk tracking API does" in error.getMessage()
+    assert "Welcome to nginx" in error.getMessage()
+    assert_token_kept_secret(logs, standin)
+
+
+def test_token_echoed_in_a_malformed_answer_is_masked(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture, fast_backoff: None
+) -> None:
+    standin.behaviour = Behaviour(body=f"error for token_auth={WRITE_TOKEN}".encode())
+    result = make_transport(standin).send([hit()])
+    assert result.outcome is Outcome.REJECTED
+    assert "***" in errors(logs)[0].getMessage()
+    assert_token_kept_secret(logs, standin)
+
+
+def test_token_echoed_across_the_snippet_cut_is_not_logged(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture, fast_backoff: None
+) -> None:
+    standin.behaviour = Behaviour(body=b"x" * 100 + WRITE_TOKEN.encode())
+    make_transport(standin).send([hit()])
+    for record in logs.records:
+        assert WRITE_TOKEN[:12] not in record.getMessage()
+
+
+def test_matomo_down_retries_then_gives_up_within_the_deadline(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backoff, timeout = 0.1, 0.6
+    monkeypatch.setattr(transport_module, "_backoff", lambda attempt: backoff)
+    transport = make_transport(standin, timeout=timeout)
+    standin.stop()
+    started = time.monotonic()
+    result = transport.send([hit()])
+    elapsed = time.monotonic() - started
+    assert result.outcome is Outcome.GAVE_UP
+    assert result.attempts >= 3
+    assert timeout - backoff - 0.05 <= elapsed < timeout + 0.3  # used the deadline, then stopped
+    [warning] = warnings(logs)
+    assert "still failed after" in warning.getMessage()
+    assert_token_kept_secret(logs)
+
+
+def test_matomo_down_with_the_real_backoff_gives_up_within_the_deadline(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture
+) -> None:
+    timeout = 1.5
+    transport = make_transport(standin, timeout=timeout)
+    standin.stop()
+    started = time.monotonic()
+    result = transport.send([hit()])
+    elapsed = time.monotonic() - started
+    assert result.outcome is Outcome.GAVE_UP
+    assert result.attempts == 2  # 1 s (x 0.8-1.2) fits, 2 s more does not
+    assert elapsed < timeout + 0.3
+    assert_token_kept_secret(logs)
+
+
+def test_500_twice_then_recovery_delivers_once(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture, fast_backoff: None
+) -> None:
+    standin.behaviour = Behaviour(status=500, fail_next=2)
+    hits = [hit(1), hit(2)]
+    result = make_transport(standin).send(hits)
+    assert result.outcome is Outcome.DELIVERED
+    assert result.attempts == 3
+    assert result.tracked == 2
+    assert [r.answer_status for r in standin.received] == [500, 500, 200]
+    assert all(r.body == standin.received[0].body for r in standin.received)  # the same batch each time
+    assert standin.tracked == hits  # tracked exactly once
+    assert errors(logs) == []
+    assert_token_kept_secret(logs, standin)
+
+
+def test_standin_fail_next_goes_back_to_200(standin: MatomoStandIn, fast_backoff: None) -> None:
+    standin.behaviour = Behaviour(status=500, fail_next=1)
+    result = make_transport(standin, timeout=0.3).send([hit()])
+    assert result.outcome is Outcome.DELIVERED
+
+
+@pytest.mark.parametrize("status", [502, 503, 504, 408])
+def test_other_retryable_statuses_are_retried(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture, fast_backoff: None, status: int
+) -> None:
+    standin.behaviour = Behaviour(status=status, fail_next=1)
+    result = make_transport(standin).send([hit()])
+    assert result.outcome is Outcome.DELIVERED
+    assert result.attempts == 2
+    assert standin.tracked == [hit()]
+
+
+def test_429_retry_after_is_honoured(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture, fast_backoff: None
+) -> None:
+    standin.behaviour = Behaviour(status=429, fail_next=1, retry_after="1")
+    result = make_transport(standin, timeout=5.0).send([hit()])
+    assert result.outcome is Outcome.DELIVERED
+    assert result.attempts == 2
+    assert [r.answer_status for r in standin.received] == [429, 200]
+    gap = standin.received[1].arrived - standin.received[0].arrived
+    assert 0.9 <= gap < 2.0  # the header's 1 s, not the 0.05 s backoff
+    assert standin.tracked == [hit()]
+    assert_token_kept_secret(logs, standin)
+
+
+def test_retry_after_beyond_the_deadline_gives_up_at_once(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture, fast_backoff: None
+) -> None:
+    standin.behaviour = Behaviour(status=503, retry_after="120")
+    started = time.monotonic()
+    result = make_transport(standin, timeout=2.0).send([hit()])
+    assert result.outcome is Outcome.GAVE_UP
+    assert result.attempts == 1
+    assert time.monotonic() - started < 0.5
+    assert len(standin.received) == 1
+
+
+def test_slow_answer_past_the_deadline_gives_up_bounded_by_the_deadline(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture, fast_backoff: None
+) -> None:
+    timeout = 0.5
+    standin.behaviour = Behaviour(delay=1.5)
+    started = time.monotonic()
+    result = make_transport(standin, timeout=timeout).send([hit()])
+    elapsed = time.monotonic() - started
+    assert result.outcome is Outcome.GAVE_UP
+    assert result.attempts == 1
+    assert timeout - 0.05 <= elapsed < timeout + 0.3
+    assert_token_kept_secret(logs)
+
+
+def test_close_during_backoff_cancels_promptly(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waiting = threading.Event()
+
+    def long_backoff(attempt: int) -> float:
+        waiting.set()
+        return 10.0
+
+    monkeypatch.setattr(transport_module, "_backoff", long_backoff)
+    transport = make_transport(standin, timeout=60.0)
+    standin.stop()
+    results = []
+    sender = threading.Thread(target=lambda: results.append(transport.send([hit()])))
+    sender.start()
+    assert waiting.wait(5.0)
+    started = time.monotonic()
+    transport.close()
+    sender.join(timeout=0.5)
+    elapsed = time.monotonic() - started
+    assert not sender.is_alive()
+    assert elapsed < 0.5
+    [result] = results
+    assert result.outcome is Outcome.CANCELLED
+    assert result.attempts == 1
+    assert_token_kept_secret(logs)
+
+
+def test_send_after_close_is_cancelled_without_network(standin: MatomoStandIn) -> None:
+    transport = make_transport(standin)
+    transport.close()
+    result = transport.send([hit()])
+    assert result.outcome is Outcome.CANCELLED
+    assert standin.received == []
+
+
+def test_repeated_failures_are_logged_rate_limited(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture, fast_backoff: None
+) -> None:
+    transport = make_transport(standin, timeout=0.2)
+    standin.stop()
+    for _ in range(3):
+        assert transport.send([hit()]).outcome is Outcome.GAVE_UP
+    assert len(warnings(logs)) == 1
+    connect = [r for r in logs.records if "could not reach Matomo" in r.getMessage()]
+    assert len(connect) == 1
+
+
+def test_transport_needs_an_endpoint() -> None:
+    with pytest.raises(ValueError, match="endpoint"):
+        Transport(Settings.from_env({}, dry_run=True))
