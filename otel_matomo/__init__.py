@@ -1,8 +1,9 @@
 """Server-side Matomo analytics from OpenTelemetry HTTP server spans."""
 
 from otel_matomo.autoconfig import REQUEST_HEADERS, configure_header_capture
-from otel_matomo.exporter import ExportStats, MatomoSpanExporter
+from otel_matomo.exporter import MatomoSpanExporter
 from otel_matomo.hits import Hit
+from otel_matomo.pipeline import ExportStats
 from otel_matomo.request import HttpRequest
 from otel_matomo.settings import ConfigurationError, Settings
 

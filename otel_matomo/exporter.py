@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
-from otel_matomo._ratelimit import RateLimitedLog
-from otel_matomo.hits import Hit, page_view_hit
+from otel_matomo.hits import Hit
+from otel_matomo.pipeline import ExportStats, Pipeline
 from otel_matomo.request import HttpRequest, http_request_from_span_data
 from otel_matomo.settings import Settings
-from otel_matomo.transport import Outcome, Transport
 
-__all__ = ["ExportStats", "MatomoSpanExporter"]
-
-_logger = logging.getLogger("otel_matomo")
-hits_logger = logging.getLogger("otel_matomo.hits")
-"""Where dry-run mode writes each hit, as JSON, with the hit itself in the record's ``hit`` attribute."""
-
-
-@dataclass
-class ExportStats:
-    """Running totals since the exporter started; every hit that does not reach Matomo is in one of them."""
-
-    requests: int = 0
-    """HTTP server spans turned into hits."""
-    malformed_spans: int = 0
-    """Server spans that could not be translated (logged)."""
-    tracked: int = 0
-    """Hits Matomo confirmed."""
-    invalid: int = 0
-    """Hits Matomo refused for good (validation errors, bad token)."""
-    lost: int = 0
-    """Hits not delivered: Matomo unreachable until the deadline, or shut down while retrying."""
-    batches: int = 0
-    """Bulk requests that Matomo answered or that were given up."""
+__all__ = ["MatomoSpanExporter"]
 
 
 class MatomoSpanExporter(SpanExporter):
@@ -73,10 +47,7 @@ class MatomoSpanExporter(SpanExporter):
             error_page_titles=error_page_titles,
             dry_run=dry_run,
         )
-        self._transport = None if self._settings.dry_run else Transport(self._settings)
-        self._stats = ExportStats()
-        self._lock = threading.Lock()
-        self._log = RateLimitedLog(_logger)
+        self._pipeline = Pipeline(self._settings)
         self._shut_down = False
 
     @property
@@ -87,24 +58,23 @@ class MatomoSpanExporter(SpanExporter):
     @property
     def stats(self) -> ExportStats:
         """A copy of the running totals."""
-        with self._lock:
-            return ExportStats(**vars(self._stats))
+        return self._pipeline.stats
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Translate the batch's HTTP server spans and send them in one bulk request."""
         if self._shut_down:
             return SpanExportResult.FAILURE
         try:
-            return self._export(spans)
-        except Exception:  # noqa: BLE001 - an exception must never reach the SDK's worker thread.
-            self._log.log(logging.ERROR, "bug", "otel-matomo failed to export a batch", exc_info=True)
+            delivered = self._pipeline.deliver(self.translate(spans))
+        except Exception:
+            logging.getLogger("otel_matomo").exception("otel-matomo failed to export a batch")
             return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS if delivered else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
         """Stop at once any wait for a retry and release the HTTP connections."""
         self._shut_down = True
-        if self._transport is not None:
-            self._transport.close()
+        self._pipeline.close()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:  # noqa: ARG002 - the SDK's signature
         """Nothing is buffered here: each export is sent before it returns."""
@@ -112,58 +82,12 @@ class MatomoSpanExporter(SpanExporter):
 
     def translate(self, spans: Iterable[ReadableSpan]) -> list[Hit]:
         """The hits that :meth:`export` would send for ``spans``, without sending them."""
-        return self._hits(spans)
-
-    def _export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        hits = self._hits(spans)
-        if not hits:
-            return SpanExportResult.SUCCESS
-        with self._lock:
-            self._stats.requests += len(hits)
-        if self._transport is None:
-            for hit in hits:
-                hits_logger.info("%s", json.dumps(hit), extra={"hit": hit})
-            return SpanExportResult.SUCCESS
-        try:
-            result = self._transport.send(hits)
-        except Exception:
-            with self._lock:
-                self._stats.lost += len(hits)
-            raise
-        with self._lock:
-            self._stats.batches += 1
-            self._stats.tracked += result.tracked
-            self._stats.invalid += result.invalid
-            if result.outcome in (Outcome.GAVE_UP, Outcome.CANCELLED):
-                self._stats.lost += len(hits)
-        ok = result.outcome in (Outcome.DELIVERED, Outcome.PARTIAL)
-        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
-
-    def _hits(self, spans: Iterable[ReadableSpan]) -> list[Hit]:
-        """One page view per server span, in chronological order as Matomo wants a bulk request."""
-        server_spans = sorted(
-            (span for span in spans if span.kind is SpanKind.SERVER), key=lambda span: span.start_time or 0
-        )
-        hits = []
-        for span in server_spans:
-            try:
-                request = _request_of(span)
-                if request is not None:
-                    hits.append(page_view_hit(request, self._settings))
-            except Exception:  # noqa: BLE001 - malformed attributes skip one span, never the batch.
-                with self._lock:
-                    self._stats.malformed_spans += 1
-                self._log.log(
-                    logging.WARNING,
-                    "malformed-span",
-                    "otel-matomo skipped a server span it could not read: %r",
-                    span.name,
-                    exc_info=True,
-                )
-        return hits
+        return self._pipeline.translate(spans, _request_of)
 
 
 def _request_of(span: ReadableSpan) -> HttpRequest | None:
+    if span.kind is not SpanKind.SERVER:
+        return None
     context = span.context
     return http_request_from_span_data(
         name=span.name,

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from otel_matomo import exporter as exporter_module
+from otel_matomo import pipeline as pipeline_module
 from otel_matomo import transport as transport_module
 from otel_matomo.exporter import ExportStats, MatomoSpanExporter
 from otel_matomo.hits import page_view_hit
@@ -233,14 +233,14 @@ def test_span_that_cannot_be_translated_is_skipped_and_counted(
             raise ValueError("cannot translate this span")
         return page_view_hit(request, settings)
 
-    monkeypatch.setattr(exporter_module, "page_view_hit", fragile_page_view_hit)
+    monkeypatch.setattr(pipeline_module, "page_view_hit", fragile_page_view_hit)
     exporter = make_exporter(standin)
     spans = record_spans(server("/before", 0), server("/boom", 1), server("/after", 2))
     assert exporter.export(spans) is SpanExportResult.SUCCESS
     assert [hit["url"] for hit in standin.tracked] == ["https://shop.example/before", "https://shop.example/after"]
     assert exporter.stats == ExportStats(requests=2, malformed_spans=1, tracked=2, batches=1)
-    [warning] = [r for r in logs.records if "could not read" in r.getMessage()]
-    assert "GET /boom" in warning.getMessage()
+    [warning] = [r for r in logs.records if "could not translate" in r.getMessage()]
+    assert "GET '/boom'" in warning.getMessage()
     assert warning.exc_info is not None
 
 
@@ -262,10 +262,10 @@ def test_export_never_raises_when_the_transport_fails_unexpectedly(
     def broken_send(hits: Sequence[dict[str, str]]) -> None:
         raise RuntimeError("unexpected")
 
-    monkeypatch.setattr(exporter._transport, "send", broken_send)
+    monkeypatch.setattr(exporter._pipeline._transport, "send", broken_send)
     assert exporter.export(mixed_spans()) is SpanExportResult.FAILURE
     [error] = [r for r in logs.records if r.levelno >= logging.ERROR]
-    assert "failed to export a batch" in error.getMessage()
+    assert "lost 3 hits to an unexpected error" in error.getMessage()
     assert error.exc_info is not None
     assert standin.received == []
     assert_token_kept_secret(logs)
@@ -279,7 +279,7 @@ def test_hits_of_a_batch_that_failed_unexpectedly_are_counted_lost(
     def broken_send(hits: Sequence[dict[str, str]]) -> None:
         raise RuntimeError("unexpected")
 
-    monkeypatch.setattr(exporter._transport, "send", broken_send)
+    monkeypatch.setattr(exporter._pipeline._transport, "send", broken_send)
     exporter.export(mixed_spans())
     stats = exporter.stats
     assert stats.requests == 3
