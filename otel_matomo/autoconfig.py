@@ -1,8 +1,9 @@
 """Request-header capture: the headers a Matomo hit needs only reach spans when capture is configured.
 
 OpenTelemetry HTTP instrumentation records the User-Agent by itself, but the Referer (``urlref``), the
-Accept-Language (``lang``), the Host (the page URL) and X-Forwarded-For (the visitor behind a proxy) only as
-captured headers. The list is defined here once; the request view reads what it names.
+Accept-Language (``lang``), the Host (the page URL), the forwarding headers (the visitor behind a proxy), the
+privacy signals (Sec-GPC, DNT) and the client hints (``uadata``) only as captured headers. The list is defined
+here once; the request view and the policy read what it names.
 """
 
 from __future__ import annotations
@@ -19,7 +20,23 @@ _logger = logging.getLogger("otel_matomo")
 
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST"
 
-REQUEST_HEADERS: tuple[str, ...] = ("host", "referer", "accept-language", "x-forwarded-for")
+REQUEST_HEADERS: tuple[str, ...] = (
+    "host",
+    "referer",
+    "accept-language",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "sec-gpc",
+    "dnt",
+    "sec-ch-ua",
+    "sec-ch-ua-mobile",
+    "sec-ch-ua-platform",
+    "sec-ch-ua-platform-version",
+    "sec-ch-ua-model",
+    "sec-ch-ua-full-version-list",
+)
 """The request headers otel-matomo reads from spans."""
 
 

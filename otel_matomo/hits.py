@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from urllib.parse import quote
 
-from otel_matomo.policy import client_ip
+from otel_matomo.policy import client_ip, forwarded_origin, is_event, mask_ip, redact_url
 from otel_matomo.request import HttpRequest
 from otel_matomo.settings import Settings
 from otel_matomo.visitor import visitor_id
 
-__all__ = ["Hit", "page_view_hit"]
+__all__ = ["Hit", "action_name", "request_hit"]
 
 Hit = dict[str, str]
 """One tracking request's parameters, unencoded; the transport URL-encodes them."""
 
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+_BRAND = re.compile(r'"((?:[^"\\]|\\.)*)"\s*;\s*v\s*=\s*"((?:[^"\\]|\\.)*)"')
 
 
-def page_view_hit(request: HttpRequest, settings: Settings) -> Hit:
-    """The page view that one HTTP request becomes."""
-    ip = client_ip(request)
+def request_hit(request: HttpRequest, settings: Settings) -> Hit:
+    """The hit one HTTP request becomes: a page view, or an event for routes listed in ``event_routes``."""
+    ip = client_ip(request, settings.trusted_proxies)
+    day = time.strftime("%Y-%m-%d", time.gmtime(request.start_ns // 1_000_000_000))
     hit: Hit = {
         "idsite": str(settings.site_id),
         "rec": "1",
@@ -27,21 +32,36 @@ def page_view_hit(request: HttpRequest, settings: Settings) -> Hit:
         # The span id is unique per request, so it serves as Matomo's cache buster and keeps this pure.
         "rand": f"{request.span_id:016x}",
         # cid, not _id: an unknown _id lets Matomo fall back to fingerprinting, and a server-side tracker's
-        # fingerprint is the back end's own, which merges visitors.
-        "cid": visitor_id(settings.visitor_id_secret, ip, request.user_agent),
-        "action_name": action_name(request, with_error_titles=settings.error_page_titles),
-        "url": page_url(request),
+        # fingerprint is the back end's own, which merges visitors. Computed from the full address, before any
+        # masking, so that visitor counts stay right.
+        "cid": visitor_id(
+            settings.visitor_id_secret, ip, request.user_agent, day if settings.daily_visitor_id else None
+        ),
+        "url": redact_url(page_url(request, settings), settings.redact_query_params),
         # Matomo reads cdt as whole UTC seconds; the request's start is when the visitor acted.
         "cdt": str(request.start_ns // 1_000_000_000),
-        "pf_srv": str(round(request.duration_ns / 1_000_000)),
     }
+    server_ms = str(round(request.duration_ns / 1_000_000))
+    if is_event(request, settings):
+        hit.update(
+            ca="1",
+            e_c=settings.event_category,
+            e_a=f"{request.method} {request.route or request.path}",
+            e_n=request.path,
+            e_v=server_ms,
+        )
+    else:
+        hit.update(action_name=action_name(request, with_error_titles=settings.error_page_titles), pf_srv=server_ms)
     optional = {
-        "urlref": request.referrer,
+        "urlref": redact_url(request.referrer, settings.redact_query_params) if request.referrer else None,
         "ua": request.user_agent,
+        "uadata": _client_hints(request),
         "lang": request.accept_language,
         "uid": request.user_id,
         # Matomo refuses cip without a token that may write to the site; without cip it records our own IP.
-        "cip": ip if settings.token_auth is not None else None,
+        "cip": mask_ip(ip, settings.anonymize_ip) if ip and settings.token_auth is not None else None,
+        "bots": "1" if settings.track_bots else None,
+        "bw_bytes": str(request.response_size) if request.response_size is not None else None,
     }
     hit.update({name: value for name, value in optional.items() if value})
     return hit
@@ -62,13 +82,41 @@ def action_name(request: HttpRequest, *, with_error_titles: bool = True) -> str:
     return f"{request.method} {request.route or request.path}"
 
 
-def page_url(request: HttpRequest) -> str:
+def page_url(request: HttpRequest, settings: Settings) -> str:
     """The full URL as the visitor requested it: scheme, Host header, path and query."""
-    host = request.host or "localhost"
-    default_port = _DEFAULT_PORTS.get(request.scheme)
+    scheme, host = forwarded_origin(request, settings.trusted_proxies)
+    if scheme in ("ws", "wss"):
+        scheme = "https" if scheme == "wss" else "http"
+    host = host or "localhost"
+    default_port = _DEFAULT_PORTS.get(scheme)
     if default_port and host.endswith(default_port):
         host = host[: -len(default_port)]
-    return f"{request.scheme}://{host}{_path_and_query(request)}"
+    return f"{scheme}://{host}{_path_and_query(request)}"
+
+
+def _client_hints(request: HttpRequest) -> str | None:
+    """``Sec-CH-UA*`` request headers as the JSON ``uadata`` Matomo's JavaScript tracker sends."""
+    headers = request.headers
+    hints: dict[str, object] = {}
+    if "sec-ch-ua" in headers:
+        hints["brands"] = [
+            {"brand": brand, "version": version} for brand, version in _BRAND.findall(headers["sec-ch-ua"])
+        ]
+    if "sec-ch-ua-full-version-list" in headers:
+        hints["fullVersionList"] = [
+            {"brand": brand, "version": version}
+            for brand, version in _BRAND.findall(headers["sec-ch-ua-full-version-list"])
+        ]
+    if "sec-ch-ua-mobile" in headers:
+        hints["mobile"] = headers["sec-ch-ua-mobile"].strip() == "?1"
+    for header, key in (
+        ("sec-ch-ua-platform", "platform"),
+        ("sec-ch-ua-platform-version", "platformVersion"),
+        ("sec-ch-ua-model", "model"),
+    ):
+        if header in headers:
+            hints[key] = headers[header].strip().strip('"')
+    return json.dumps(hints, separators=(",", ":")) if hints else None
 
 
 def _path_and_query(request: HttpRequest) -> str:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from otel_matomo._ratelimit import RateLimitedLog
-from otel_matomo.hits import Hit, page_view_hit
+from otel_matomo.hits import Hit, request_hit
+from otel_matomo.policy import Skip, skip_reason
 from otel_matomo.request import HttpRequest
 from otel_matomo.settings import Settings
 from otel_matomo.transport import Outcome, Transport
@@ -36,6 +37,12 @@ class ExportStats:
     """HTTP server requests turned into hits."""
     malformed_spans: int = 0
     """Server spans that could not be translated (logged)."""
+    excluded: int = 0
+    """Requests excluded by path, extension, method or status (health checks, static files, OPTIONS ...)."""
+    opted_out: int = 0
+    """Requests whose visitor sent Sec-GPC: 1 or DNT: 1."""
+    synthetic: int = 0
+    """Requests from clients the instrumentation marked as bots or tests (with ``skip_synthetic``)."""
     tracked: int = 0
     """Hits Matomo confirmed."""
     invalid: int = 0
@@ -63,7 +70,7 @@ class Pipeline:
             return ExportStats(**vars(self._stats))
 
     def translate(self, records: Iterable[Record], read: Callable[[Record], HttpRequest | None]) -> list[Hit]:
-        """One page view per record that ``read`` sees as an HTTP server request, in chronological order."""
+        """One hit per record that ``read`` sees as a tracked HTTP server request, in chronological order."""
         requests = []
         for record in records:
             try:
@@ -77,7 +84,11 @@ class Pipeline:
         hits = []
         for request in requests:
             try:
-                hits.append(page_view_hit(request, self.settings))
+                reason = skip_reason(request, self.settings)
+                if reason is not None:
+                    self._count_skip(reason)
+                    continue
+                hits.append(request_hit(request, self.settings))
             except Exception:  # noqa: BLE001 - see above
                 self._count_malformed(f"the request {request.method} {request.path!r}")
         return hits
@@ -113,6 +124,10 @@ class Pipeline:
         """End any retry wait at once and release connections."""
         if self._transport is not None:
             self._transport.close()
+
+    def _count_skip(self, reason: Skip) -> None:
+        with self._lock:
+            setattr(self._stats, reason.value, getattr(self._stats, reason.value) + 1)
 
     def _count_malformed(self, what: str) -> None:
         with self._lock:

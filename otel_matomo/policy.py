@@ -1,56 +1,205 @@
-"""Who the visitor is: the client address behind trusted proxies."""
+"""Who the visitor is, what may leave the process, and which requests become hits at all.
+
+Pure functions over :class:`HttpRequest` and :class:`Settings`. The defaults, and why:
+
+- Trusted proxies: loopback only (uvicorn's ``--forwarded-allow-ips`` default). A forwarding header is believed
+  only from a trusted peer, so a client can never choose its own address by sending one.
+- Sec-GPC and DNT are honoured: server-side tracking cannot be blocked by the visitor's tracker blocker, so their
+  explicit signal is the only opt-out they have (and GPC is a legal opt-out in several jurisdictions).
+- IP anonymisation is off by default because Matomo applies the site owner's own anonymisation setting (on by
+  default) after geolocating with the full address; masking here too would only degrade geolocation.
+- Credentials in URLs are removed from ``url`` and ``urlref``; campaign parameters are always kept.
+- Health checks, metrics scrapes, static assets and CORS pre-flights (``OPTIONS``) are not visits.
+"""
 
 from __future__ import annotations
 
+import enum
+import fnmatch
 import ipaddress
-from collections.abc import Iterable
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from otel_matomo.request import HttpRequest
+from otel_matomo.settings import IpNetwork, Settings
 
-__all__ = ["DEFAULT_TRUSTED_PROXIES", "client_ip"]
+__all__ = ["Skip", "client_ip", "forwarded_origin", "is_event", "mask_ip", "redact_url", "skip_reason"]
 
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-DEFAULT_TRUSTED_PROXIES: tuple[IpNetwork, ...] = (
-    ipaddress.ip_network("127.0.0.0/8"),
-    ipaddress.ip_network("::1/128"),
-)
-"""Loopback only, as uvicorn's ``--forwarded-allow-ips`` default: a proxy on the same host."""
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _MAX_HOPS = 32
+_MAX_HEADER = 4096
+"""Forwarding headers longer than this are cut: a hostile chain must not cost unbounded CPU."""
+_CAMPAIGN_PREFIXES = ("mtm_", "pk_", "utm_", "matomo_", "piwik_")
+_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+_IPV6_KEEP_BITS = {1: 64, 2: 48, 3: 24}
+"""Matomo's own IPv6 masks for its 1, 2 and 3 byte IPv4 levels."""
 
 
-def client_ip(request: HttpRequest, trusted: Iterable[IpNetwork] = DEFAULT_TRUSTED_PROXIES) -> str | None:
-    """The visitor's address: walk ``X-Forwarded-For`` from the right while the hop is a trusted proxy.
+class Skip(enum.Enum):
+    """Why a request produced no hit; each is counted."""
+
+    EXCLUDED = "excluded"
+    """A path, extension, method or status that is not a visit."""
+    OPTED_OUT = "opted_out"
+    """The visitor sent Sec-GPC: 1 or DNT: 1."""
+    SYNTHETIC = "synthetic"
+    """A bot or test client, by the instrumentation's ``user_agent.synthetic.type``."""
+
+
+def skip_reason(request: HttpRequest, settings: Settings) -> Skip | None:
+    """``None`` when the request becomes a hit, else why not."""
+    if _is_excluded(request, settings):
+        return Skip.EXCLUDED
+    if (settings.honor_gpc and request.headers.get("sec-gpc", "").strip() == "1") or (
+        settings.honor_dnt and request.headers.get("dnt", "").strip() == "1"
+    ):
+        return Skip.OPTED_OUT
+    if settings.skip_synthetic and request.synthetic_type in ("bot", "test"):
+        return Skip.SYNTHETIC
+    return None
+
+
+def _is_excluded(request: HttpRequest, settings: Settings) -> bool:
+    if request.method in settings.exclude_methods:
+        return True
+    status = request.status
+    if status is not None and any(low <= status <= high for low, high in settings.exclude_status):
+        return True
+    path = request.path
+    extension = path.rpartition("/")[2].rpartition(".")[2].lower() if "." in path.rpartition("/")[2] else ""
+    if extension and extension in settings.exclude_extensions:
+        return True
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in settings.exclude_paths)
+
+
+def is_event(request: HttpRequest, settings: Settings) -> bool:
+    """Whether the request is tracked as an event (its route or path matches ``event_routes``)."""
+    candidates = (request.route, request.path) if request.route else (request.path,)
+    return any(fnmatch.fnmatchcase(candidate, pattern) for pattern in settings.event_routes for candidate in candidates)
+
+
+def client_ip(request: HttpRequest, trusted: tuple[IpNetwork, ...]) -> str | None:
+    """The visitor's address: walk the forwarding chain from the right while the hop is a trusted proxy.
 
     Starting from the socket peer means a client can never choose its own address by sending the header: an
-    untrusted peer is the client, whatever it claims. A garbage hop ends the walk at the last good address.
+    untrusted peer is the client, whatever it claims. RFC 7239 ``Forwarded`` wins over ``X-Forwarded-For``
+    when both came. A garbage hop ends the walk at the last good address.
     """
-    peer = _parse(request.peer_address)
+    peer = _parse_ip(request.peer_address)
     if peer is None:
         return None
-    networks = tuple(trusted)
-    chain = [hop.strip() for hop in request.headers.get("x-forwarded-for", "").split(",") if hop.strip()]
     current = peer
-    for hop in reversed(chain[-_MAX_HOPS:]):
-        if not _is_trusted(current, networks):
+    for hop in reversed(_forwarded_for(request)[-_MAX_HOPS:]):
+        if not _is_trusted(current, trusted):
             break
-        parsed = _parse(hop)
+        parsed = _parse_ip(hop)
         if parsed is None:
             break
         current = parsed
     return str(current)
 
 
-def _is_trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: tuple[IpNetwork, ...]) -> bool:
-    return any(address in network for network in networks)
+def forwarded_origin(request: HttpRequest, trusted: tuple[IpNetwork, ...]) -> tuple[str, str | None]:
+    """Scheme and host the visitor used, as a trusted proxy reports them (TLS ends at the proxy)."""
+    peer = _parse_ip(request.peer_address)
+    if peer is None or not _is_trusted(peer, trusted):
+        return request.scheme, request.host
+    elements = _forwarded_elements(request.headers.get("forwarded", ""))
+    last = elements[-1] if elements else {}
+    proto = last.get("proto") or _last_item(request.headers.get("x-forwarded-proto", ""))
+    host = last.get("host") or _last_item(request.headers.get("x-forwarded-host", ""))
+    scheme = proto.lower() if proto and proto.lower() in ("http", "https") else request.scheme
+    return scheme, host or request.host
 
 
-def _parse(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def mask_ip(address: str, mask_bytes: int) -> str:
+    """Zero the last ``mask_bytes`` bytes of an IPv4 address, or Matomo's matching IPv6 prefix."""
+    if mask_bytes == 0:
+        return address
+    parsed = ipaddress.ip_address(address)
+    keep = 32 - 8 * mask_bytes if parsed.version == 4 else _IPV6_KEEP_BITS[mask_bytes]
+    return str(ipaddress.ip_network(f"{parsed}/{keep}", strict=False).network_address)
+
+
+def redact_url(url: str, words: tuple[str, ...]) -> str:
+    """Remove query parameters whose name contains a credential word; campaign parameters always stay."""
+    if "?" not in url or not words:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.partition("?")[0]
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(name, value) for name, value in pairs if not _is_credential(name, words)]
+    if len(kept) == len(pairs):
+        return url
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment))
+
+
+def _is_credential(name: str, words: tuple[str, ...]) -> bool:
+    lowered = name.lower()
+    if lowered.startswith(_CAMPAIGN_PREFIXES):
+        return False
+    return lowered in words or any(word.lower() in words for word in _WORD.findall(name))
+
+
+def _forwarded_for(request: HttpRequest) -> list[str]:
+    forwarded = request.headers.get("forwarded")
+    if forwarded:
+        return [element.get("for", "") for element in _forwarded_elements(forwarded)]
+    chain = request.headers.get("x-forwarded-for", "")[:_MAX_HEADER]
+    return [hop.strip() for hop in chain.split(",") if hop.strip()]
+
+
+def _forwarded_elements(value: str) -> list[dict[str, str]]:
+    """RFC 7239 elements: ``for=192.0.2.60;proto=https, for="[2001:db8::1]:4711"`` -> list of dicts."""
+    elements = []
+    for element in _split_outside_quotes(value[:_MAX_HEADER], ","):
+        pairs: dict[str, str] = {}
+        for pair in _split_outside_quotes(element, ";"):
+            key, sep, raw = pair.partition("=")
+            if sep:
+                pairs[key.strip().lower()] = raw.strip().strip('"')
+        elements.append(pairs)
+    return elements
+
+
+def _split_outside_quotes(value: str, separator: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in value:
+        if char == '"':
+            quoted = not quoted
+        if char == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [part for part in parts if part.strip()]
+
+
+def _last_item(value: str) -> str:
+    return value.rpartition(",")[2].strip()
+
+
+def _is_trusted(address: IpAddress, networks: tuple[IpNetwork, ...]) -> bool:
+    return any(address in network for network in networks if address.version == network.version)
+
+
+def _parse_ip(text: str | None) -> IpAddress | None:
+    """An address from a header hop: ``1.2.3.4``, ``1.2.3.4:80``, ``[::1]``, ``[::1]:80``, ``::1``."""
     if not text:
         return None
+    text = text.strip().strip('"')
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
     try:
-        address = ipaddress.ip_address(text.strip())
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

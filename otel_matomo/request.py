@@ -40,6 +40,10 @@ class HttpRequest:
     user_agent: str | None = None
     status: int | None = None
     user_id: str | None = None
+    synthetic_type: str | None = None
+    """``bot`` or ``test`` when the instrumentation recognised a synthetic client."""
+    response_size: int | None = None
+    """Bytes of the response body, when the instrumentation recorded them."""
     headers: Mapping[str, str] = field(default_factory=dict)
     """Captured request headers, lower-case names with dashes, repeated lines joined by ', '."""
 
@@ -88,6 +92,8 @@ def http_request_from_span_data(
         user_agent=_text(attributes, "user_agent.original", "http.user_agent") or headers.get("user-agent"),
         status=_integer(attributes, "http.response.status_code", "http.status_code"),
         user_id=_text(attributes, "enduser.id", "user.id"),
+        synthetic_type=_text(attributes, "user_agent.synthetic.type"),
+        response_size=_integer(attributes, "http.response.body.size", "http.response_content_length"),
         headers=headers,
     )
 

@@ -12,8 +12,8 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["ConfigurationError", "Settings", "read_flag"]
@@ -24,6 +24,69 @@ ENV_PREFIX = "OTEL_EXPORTER_MATOMO_"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 _DEFAULT_TIMEOUT_S = 10.0
+_NONE = "none"
+"""The value that empties a list setting (an empty variable means "unset", i.e. the default)."""
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_TRUSTED_PROXIES: tuple[IpNetwork, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+"""Loopback only, as uvicorn's ``--forwarded-allow-ips`` default: a proxy on the same host."""
+
+DEFAULT_REDACTED_PARAMS: tuple[str, ...] = (
+    "token",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "key",
+    "apikey",
+    "session",
+    "sessionid",
+    "sid",
+    "code",
+    "signature",
+    "sig",
+    "auth",
+    "authorization",
+    "jwt",
+    "credential",
+    "credentials",
+    "otp",
+    "nonce",
+    "state",
+)
+"""Query parameter name words that mark a credential (matched word by word: ``api_key``, ``X-Amz-Signature``)."""
+
+DEFAULT_EXCLUDED_PATHS: tuple[str, ...] = ("/health", "/healthz", "/livez", "/readyz", "/metrics", "/robots.txt")
+"""Health checks and metrics scrapes: machine traffic that would inflate page views."""
+
+DEFAULT_EXCLUDED_EXTENSIONS: tuple[str, ...] = (
+    "gif",
+    "jpg",
+    "jpeg",
+    "png",
+    "bmp",
+    "ico",
+    "svg",
+    "svgz",
+    "ttf",
+    "otf",
+    "eot",
+    "woff",
+    "woff2",
+    "class",
+    "swf",
+    "css",
+    "js",
+    "xml",
+    "webp",
+    "avif",
+    "map",
+)
+"""Static assets: the extensions Matomo's log importer skips, plus their modern kin (woff2, webp, avif, map)."""
 
 
 class ConfigurationError(ValueError):
@@ -47,6 +110,28 @@ class Settings:
     visitor_id_secret: bytes = field(default=b"", repr=False)
     error_page_titles: bool = True
     dry_run: bool = False
+    # Who the visitor is (see policy.py for the reasons behind each default).
+    trusted_proxies: tuple[IpNetwork, ...] = DEFAULT_TRUSTED_PROXIES
+    anonymize_ip: int = 0
+    """How many trailing bytes of the visitor IP to zero before ``cip`` leaves the process (0-3)."""
+    daily_visitor_id: bool = False
+    """Rotate visitor ids every UTC day, so that no id links a visitor across days."""
+    honor_gpc: bool = True
+    honor_dnt: bool = True
+    redact_query_params: tuple[str, ...] = DEFAULT_REDACTED_PARAMS
+    # What becomes a hit.
+    exclude_paths: tuple[str, ...] = DEFAULT_EXCLUDED_PATHS
+    exclude_extensions: tuple[str, ...] = DEFAULT_EXCLUDED_EXTENSIONS
+    exclude_methods: tuple[str, ...] = ("OPTIONS",)
+    exclude_status: tuple[tuple[int, int], ...] = ()
+    """Inclusive status code ranges that produce no hit."""
+    event_routes: tuple[str, ...] = ()
+    """Route or path globs tracked as events instead of page views (JSON APIs)."""
+    event_category: str = "API"
+    track_bots: bool = False
+    """Send ``bots=1`` so that Matomo keeps requests its device detector classifies as bots."""
+    skip_synthetic: bool = False
+    """Skip requests whose ``user_agent.synthetic.type`` is ``bot`` or ``test``."""
 
     @classmethod
     def from_env(
@@ -60,6 +145,20 @@ class Settings:
         visitor_id_secret: str | bytes | None = None,
         error_page_titles: bool | None = None,
         dry_run: bool | None = None,
+        trusted_proxies: Sequence[str] | None = None,
+        anonymize_ip: int | None = None,
+        visitor_id: str | None = None,
+        honor_gpc: bool | None = None,
+        honor_dnt: bool | None = None,
+        redact_query_params: Sequence[str] | None = None,
+        exclude_paths: Sequence[str] | None = None,
+        exclude_extensions: Sequence[str] | None = None,
+        exclude_methods: Sequence[str] | None = None,
+        exclude_status: Sequence[str | int] | None = None,
+        event_routes: Sequence[str] | None = None,
+        event_category: str | None = None,
+        track_bots: bool | None = None,
+        skip_synthetic: bool | None = None,
     ) -> Settings:
         """Build settings from arguments, falling back to ``OTEL_EXPORTER_MATOMO_*`` in ``environ``.
 
@@ -79,16 +178,35 @@ class Settings:
             visitor_id_secret=read.secret(visitor_id_secret, token, warn=not dry),
             error_page_titles=read.boolean("ERROR_PAGE_TITLES", "error_page_titles", error_page_titles, True),
             dry_run=dry,
+            trusted_proxies=read.networks(trusted_proxies),
+            anonymize_ip=read.mask(anonymize_ip),
+            daily_visitor_id=read.choice("VISITOR_ID", "visitor_id", visitor_id, ("stable", "daily")) == "daily",
+            honor_gpc=read.boolean("HONOR_GPC", "honor_gpc", honor_gpc, True),
+            honor_dnt=read.boolean("HONOR_DNT", "honor_dnt", honor_dnt, True),
+            redact_query_params=read.names("REDACT_QUERY_PARAMS", redact_query_params, DEFAULT_REDACTED_PARAMS),
+            exclude_paths=read.globs("EXCLUDE_PATHS", exclude_paths, DEFAULT_EXCLUDED_PATHS),
+            exclude_extensions=read.names("EXCLUDE_EXTENSIONS", exclude_extensions, DEFAULT_EXCLUDED_EXTENSIONS),
+            exclude_methods=tuple(
+                name.upper() for name in read.names("EXCLUDE_METHODS", exclude_methods, ("OPTIONS",))
+            ),
+            exclude_status=read.status_ranges(exclude_status),
+            event_routes=read.globs("EVENT_ROUTES", event_routes, ()),
+            event_category=read.text("EVENT_CATEGORY", event_category, "API"),
+            track_bots=read.boolean("TRACK_BOTS", "track_bots", track_bots, False),
+            skip_synthetic=read.boolean("SKIP_SYNTHETIC", "skip_synthetic", skip_synthetic, False),
         )
         settings._warn_about_plain_http()
         return settings
 
     def __repr__(self) -> str:
-        return (
-            f"Settings(endpoint={self.endpoint_for_logs!r}, site_id={self.site_id}, "
-            f"token_auth={'***' if self.token_auth else None}, timeout={self.timeout}, "
-            f"error_page_titles={self.error_page_titles}, dry_run={self.dry_run})"
-        )
+        shown = {
+            item.name: getattr(self, item.name)
+            for item in fields(self)
+            if item.name not in ("endpoint", "token_auth", "visitor_id_secret")
+        }
+        listed = ", ".join(f"{name}={value!r}" for name, value in shown.items())
+        token = "'***'" if self.token_auth else None
+        return f"Settings(endpoint={self.endpoint_for_logs!r}, token_auth={token}, {listed})"
 
     def _warn_about_plain_http(self) -> None:
         if self.token_auth is None or self.endpoint is None:
@@ -154,6 +272,86 @@ class _Reader:
         if text in _FALSE:
             return False
         raise self._error(suffix, argument, f"is {raw!r}", "true or false")
+
+    def _items(self, suffix: str, value: Sequence[object] | None) -> tuple[str, ...] | None:
+        """A comma-separated list (or the argument's sequence); ``None`` when unset, ``()`` for ``none``."""
+        if value is not None:
+            return tuple(str(item).strip() for item in value if str(item).strip())
+        raw = self._raw(suffix, None)
+        if raw is None:
+            return None
+        text = str(raw)
+        if text.lower() == _NONE:
+            return ()
+        return tuple(item.strip() for item in text.split(",") if item.strip())
+
+    def names(self, suffix: str, value: Sequence[str] | None, default: tuple[str, ...]) -> tuple[str, ...]:
+        items = self._items(suffix, value)
+        return default if items is None else tuple(item.lower().lstrip(".") for item in items)
+
+    def globs(self, suffix: str, value: Sequence[str] | None, default: tuple[str, ...]) -> tuple[str, ...]:
+        items = self._items(suffix, value)
+        if items is None:
+            return default
+        for item in items:
+            if not item.startswith(("/", "*")):
+                raise self._error(
+                    suffix, suffix.lower(), f"has the pattern {item!r}", "path globs starting with / or *, e.g. /api/*"
+                )
+        return items
+
+    def networks(self, value: Sequence[str] | None) -> tuple[IpNetwork, ...]:
+        items = self._items("TRUSTED_PROXIES", value)
+        if items is None:
+            return DEFAULT_TRUSTED_PROXIES
+        try:
+            return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+        except ValueError as error:
+            raise self._error(
+                "TRUSTED_PROXIES",
+                "trusted_proxies",
+                f"has an invalid address ({error})",
+                "comma-separated IP addresses or CIDR networks, e.g. 127.0.0.1,10.0.0.0/8, or none",
+            ) from None
+
+    def status_ranges(self, value: Sequence[str | int] | None) -> tuple[tuple[int, int], ...]:
+        items = self._items("EXCLUDE_STATUS", value)
+        ranges = []
+        for item in items or ():
+            text = item.lower()
+            if re.fullmatch(r"[1-5]xx", text):
+                ranges.append((int(text[0]) * 100, int(text[0]) * 100 + 99))
+            elif re.fullmatch(r"[1-5][0-9]{2}", text):
+                ranges.append((int(text), int(text)))
+            else:
+                raise self._error(
+                    "EXCLUDE_STATUS", "exclude_status", f"has {item!r}", "status codes or classes, e.g. 404,5xx"
+                )
+        return tuple(ranges)
+
+    def mask(self, value: int | None) -> int:
+        raw = self._raw("ANONYMIZE_IP", value)
+        if raw is None:
+            return 0
+        text = str(raw)
+        if isinstance(raw, bool) or text not in ("0", "1", "2", "3"):
+            raise self._error(
+                "ANONYMIZE_IP", "anonymize_ip", f"is {text!r}", "0, 1, 2 or 3 (bytes of the IP to mask, as in Matomo)"
+            )
+        return int(text)
+
+    def choice(self, suffix: str, argument: str, value: str | None, choices: tuple[str, ...]) -> str:
+        raw = self._raw(suffix, value)
+        if raw is None:
+            return choices[0]
+        text = str(raw).lower()
+        if text not in choices:
+            raise self._error(suffix, argument, f"is {raw!r}", " or ".join(choices))
+        return text
+
+    def text(self, suffix: str, value: str | None, default: str) -> str:
+        raw = self._raw(suffix, value)
+        return default if raw is None else str(raw)
 
     def endpoint(self, value: str | None, *, required: bool) -> str | None:
         expected = "the Matomo base URL or its matomo.php URL, e.g. https://matomo.example.com"

@@ -8,13 +8,14 @@ import hmac
 __all__ = ["visitor_id"]
 
 
-def visitor_id(secret: bytes, client_ip: str | None, user_agent: str | None) -> str:
+def visitor_id(secret: bytes, client_ip: str | None, user_agent: str | None, day: str | None = None) -> str:
     """Return 16 lower-case hex characters, stable for one client IP and user agent.
 
     Sent as ``cid`` so that Matomo recognises the visitor by this id alone: with no id (or an unknown ``_id``)
     Matomo falls back to fingerprinting, and every visitor of a server-side tracker then shares the back end's
     fingerprint. An HMAC rather than a plain hash, because IPv4 x common user agents is small enough to
-    brute-force an unsalted hash back to the visitor's address.
+    brute-force an unsalted hash back to the visitor's address. With ``day`` (a UTC date) the id rotates daily
+    and no id links one visitor across two days.
     """
-    message = f"{client_ip or ''}\0{user_agent or ''}".encode("utf-8", "surrogatepass")
+    message = f"{client_ip or ''}\0{user_agent or ''}\0{day or ''}".encode("utf-8", "surrogatepass")
     return hmac.new(secret, message, hashlib.sha256).hexdigest()[:16]

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
-from otel_matomo.hits import page_view_hit
+from otel_matomo.hits import request_hit
 from otel_matomo.request import HttpRequest, http_request_from_span_data
 from otel_matomo.settings import Settings
 
@@ -43,6 +43,25 @@ def _header(span: dict[str, Any], name: str) -> list[str]:
     return [value for key, value in span["request"]["headers"] if key.lower() == name]
 
 
+def _expected_origin(stem: str, span: dict[str, Any]) -> tuple[str, str, str]:
+    """Scheme, host and client address the hit must carry, from the headers the client sent.
+
+    uvicorn (the ASGI fixtures) itself replaces the peer with the right-most X-Forwarded-For address, since it
+    trusts 127.0.0.1; the WSGI servers report the loopback peer, so our own trusted-proxy walk applies, in which
+    RFC 7239 Forwarded wins over X-Forwarded-For and also gives the scheme and host the visitor used.
+    """
+    host = _header(span, "host")[0]
+    chain = [hop.strip() for hop in ",".join(_header(span, "x-forwarded-for")).split(",") if hop.strip()]
+    if stem.startswith(("fastapi", "asgi")):
+        return "http", host, chain[-1] if chain else "127.0.0.1"
+    forwarded = dict(
+        pair.split("=", 1) for pair in next(iter(_header(span, "forwarded")), "").replace('"', "").split(";") if pair
+    )
+    if forwarded:
+        return forwarded["proto"], forwarded["host"], forwarded["for"]
+    return "http", host, chain[-1] if chain else "127.0.0.1"
+
+
 def _uri_component(text: str) -> str:
     """JavaScript's encodeURIComponent."""
     return quote(text, safe="!*'()")
@@ -66,8 +85,8 @@ def test_fixtures_cover_every_mode_and_stack() -> None:
 @pytest.mark.parametrize(("stem", "span"), CASES, ids=[f"{s}:{sp['request']['label']}" for s, sp in CASES])
 def test_hit_matches_what_the_client_sent(stem: str, span: dict[str, Any]) -> None:
     sent = span["request"]
-    hit = page_view_hit(_request(span), SETTINGS)
-    host = _header(span, "host")[0]
+    hit = request_hit(_request(span), SETTINGS)
+    scheme, host, client = _expected_origin(stem, span)
     path, _, query = sent["target"].partition("?")
     if stem in LOSSY:
         route = span["attributes"].get("http.route")
@@ -77,15 +96,14 @@ def test_hit_matches_what_the_client_sent(stem: str, span: dict[str, Any]) -> No
     assert hit["rec"] == "1"
     assert hit["apiv"] == "1"
     assert hit["rand"] == span["span_id"]
-    assert hit["url"] == f"http://{host}{path}" + (f"?{query}" if query else "")
+    assert hit["url"] == f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
     assert hit["cdt"] == str(span["start_time"] // 10**9)
     assert hit["pf_srv"] == str(round((span["end_time"] - span["start_time"]) / 1e6))
     assert hit.get("ua") == next(iter(_header(span, "user-agent")), None)
     assert hit.get("urlref") == next(iter(_header(span, "referer")), None)
     languages = _header(span, "accept-language")
     assert (hit.get("lang") or "").replace(" ", "") == ",".join(languages).replace(" ", "")
-    forwarded = ",".join(_header(span, "x-forwarded-for")).split(",")
-    assert hit["cip"] == (forwarded[-1].strip() if forwarded[-1] else "127.0.0.1")
+    assert hit["cip"] == client
     assert len(hit["cid"]) == 16
 
     status = sent["response_status"]
@@ -102,7 +120,7 @@ def test_hit_matches_what_the_client_sent(stem: str, span: dict[str, Any]) -> No
 def test_fastapi_route_template_is_the_title_in_every_mode(mode: str) -> None:
     spans = json.loads((SPANS / f"fastapi-{mode}.json").read_text())
     first = next(span for span in spans if span["kind"] == "SERVER")
-    hit = page_view_hit(_request(first), SETTINGS)
+    hit = request_hit(_request(first), SETTINGS)
     assert hit["action_name"] == "GET /items/{item_id}"
     assert hit["url"] == "http://shop.example/items/42?q=shoes&utm_source=news"
 
@@ -112,14 +130,14 @@ def test_same_visitor_same_id_across_requests_and_modes() -> None:
     for stem in ("fastapi-old", "fastapi-new", "flask-dup", "wsgi-raw-old"):
         spans = json.loads((SPANS / f"{stem}.json").read_text())
         first = next(span for span in spans if span["kind"] == "SERVER")
-        ids.add(page_view_hit(_request(first), SETTINGS)["cid"])
+        ids.add(request_hit(_request(first), SETTINGS)["cid"])
     assert len(ids) == 1, "one browser behind one address is one visitor whatever the stack"
 
 
 def test_without_token_no_cip_is_sent() -> None:
     settings = Settings.from_env({}, endpoint="https://matomo.example", site_id=1, visitor_id_secret="s" * 16)
     for _, span in CASES:
-        assert "cip" not in page_view_hit(_request(span), settings)
+        assert "cip" not in request_hit(_request(span), settings)
 
 
 def test_non_http_and_internal_spans_are_not_requests() -> None:
