@@ -59,13 +59,42 @@ def configure_header_capture(environ: MutableMapping[str, str] | None = None) ->
 def pre_instrument() -> None:
     """``opentelemetry_pre_instrument`` hook: runs inside ``opentelemetry-instrument`` before instrumentors.
 
-    Acts only when ``matomo`` is among ``OTEL_TRACES_EXPORTER``; ``OTEL_EXPORTER_MATOMO_CAPTURE_HEADERS=false``
-    opts out. Never raises: a broken hook would disable every instrumentation of the application.
+    With ``OTEL_EXPORTER_MATOMO_PROCESSOR=true`` it adds a :class:`~otel_matomo.MatomoSpanProcessor` to the
+    SDK's tracer provider and wraps its sampler in :class:`~otel_matomo.AnalyticsSampler`, so that every request
+    reaches Matomo while the trace exporters keep their sampled share. When ``matomo`` is among
+    ``OTEL_TRACES_EXPORTER`` or the processor is on, it arranges header capture
+    (``OTEL_EXPORTER_MATOMO_CAPTURE_HEADERS=false`` opts out). Never raises: a broken hook would disable every
+    instrumentation of the application.
     """
     try:
         exporters = {name.strip() for name in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",")}
-        if "matomo" in exporters and read_flag("CAPTURE_HEADERS", default=True):
+        processor = read_flag("PROCESSOR", default=False)
+        if processor:
+            _install_processor(exporters)
+        if ("matomo" in exporters or processor) and read_flag("CAPTURE_HEADERS", default=True):
             merged = configure_header_capture()
             _logger.debug("otel-matomo captures request headers %s", merged)
     except ConfigurationError as error:
-        _logger.error("otel-matomo did not configure header capture: %s", error)
+        _logger.error("otel-matomo is not active: %s", error)
+
+
+def _install_processor(exporters: set[str]) -> None:
+    from opentelemetry import trace  # noqa: PLC0415 - only in the zero-code path
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+
+    from otel_matomo.delivery import MatomoSpanProcessor  # noqa: PLC0415 - imports the SDK exporter machinery
+    from otel_matomo.sampling import AnalyticsSampler  # noqa: PLC0415
+
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        _logger.error("otel-matomo: OTEL_EXPORTER_MATOMO_PROCESSOR is set but the OpenTelemetry SDK is not configured")
+        return
+    if "matomo" in exporters:
+        _logger.error(
+            "otel-matomo: OTEL_EXPORTER_MATOMO_PROCESSOR=true and OTEL_TRACES_EXPORTER=...matomo would send every "
+            "request twice; remove matomo from OTEL_TRACES_EXPORTER. The processor was not installed."
+        )
+        return
+    provider.add_span_processor(MatomoSpanProcessor())
+    if not isinstance(provider.sampler, AnalyticsSampler):
+        provider.sampler = AnalyticsSampler(provider.sampler)

@@ -14,7 +14,7 @@ from otel_matomo.pipeline import ExportStats, Pipeline
 from otel_matomo.request import HttpRequest, http_request_from_span_data
 from otel_matomo.settings import Settings
 
-__all__ = ["MatomoSpanExporter"]
+__all__ = ["MatomoSpanExporter", "read_span"]
 
 
 class MatomoSpanExporter(SpanExporter):
@@ -65,7 +65,7 @@ class MatomoSpanExporter(SpanExporter):
         if self._shut_down:
             return SpanExportResult.FAILURE
         try:
-            delivered = self._pipeline.deliver(self.translate(spans))
+            delivered = self._pipeline.deliver(self._pipeline.translate(spans, read_span))
         except Exception:
             logging.getLogger("otel_matomo").exception("otel-matomo failed to export a batch")
             return SpanExportResult.FAILURE
@@ -81,11 +81,12 @@ class MatomoSpanExporter(SpanExporter):
         return True
 
     def translate(self, spans: Iterable[ReadableSpan]) -> list[Hit]:
-        """The hits that :meth:`export` would send for ``spans``, without sending them."""
-        return self._pipeline.translate(spans, _request_of)
+        """The hits that :meth:`export` would send for ``spans``, without sending or counting them."""
+        return self._pipeline.translate(spans, read_span, count=False)
 
 
-def _request_of(span: ReadableSpan) -> HttpRequest | None:
+def read_span(span: ReadableSpan) -> HttpRequest | None:
+    """The request an SDK server span recorded; ``None`` for other spans. A live span has no end yet."""
     if span.kind is not SpanKind.SERVER:
         return None
     context = span.context
@@ -93,6 +94,6 @@ def _request_of(span: ReadableSpan) -> HttpRequest | None:
         name=span.name,
         attributes=span.attributes or {},
         start_ns=span.start_time or 0,
-        end_ns=span.end_time or span.start_time or 0,
+        end_ns=span.end_time,
         span_id=context.span_id if context is not None else 0,
     )

@@ -41,17 +41,18 @@ def request_hit(request: HttpRequest, settings: Settings) -> Hit:
         # Matomo reads cdt as whole UTC seconds; the request's start is when the visitor acted.
         "cdt": str(request.start_ns // 1_000_000_000),
     }
-    server_ms = str(round(request.duration_ns / 1_000_000))
+    duration = request.duration_ns
+    # A request tracked at its start has no duration yet: no server time rather than a false zero.
+    server_ms = None if duration is None else str(round(duration / 1_000_000))
     if is_event(request, settings):
-        hit.update(
-            ca="1",
-            e_c=settings.event_category,
-            e_a=f"{request.method} {request.route or request.path}",
-            e_n=request.path,
-            e_v=server_ms,
-        )
+        hit.update(ca="1", e_c=settings.event_category, e_a=f"{request.method} {request.route or request.path}")
+        hit.update(e_n=request.path)
+        if server_ms is not None:
+            hit["e_v"] = server_ms
     else:
-        hit.update(action_name=action_name(request, with_error_titles=settings.error_page_titles), pf_srv=server_ms)
+        hit["action_name"] = action_name(request, with_error_titles=settings.error_page_titles)
+        if server_ms is not None:
+            hit["pf_srv"] = server_ms
     optional = {
         "urlref": redact_url(request.referrer, settings.redact_query_params) if request.referrer else None,
         "ua": request.user_agent,

@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from otel_matomo._ratelimit import RateLimitedLog
 from otel_matomo.hits import Hit, request_hit
-from otel_matomo.policy import Skip, skip_reason
+from otel_matomo.policy import skip_reason
 from otel_matomo.request import HttpRequest
 from otel_matomo.settings import Settings
-from otel_matomo.transport import Outcome, Transport
+from otel_matomo.transport import Outcome, SendResult, Transport
 
 __all__ = ["ExportStats", "Pipeline", "hits_logger"]
 
@@ -49,6 +50,12 @@ class ExportStats:
     """Hits Matomo refused for good (validation errors, bad token)."""
     lost: int = 0
     """Hits not delivered: Matomo unreachable until the deadline, shut down while retrying, or a failure."""
+    queue_full: int = 0
+    """Finished spans the span processor dropped because its queue was full."""
+    outage_bound: int = 0
+    """Hits dropped, oldest first, because too many waited for an unreachable Matomo."""
+    expired: int = 0
+    """Hits dropped because they waited longer than the buffer's maximum age."""
     batches: int = 0
     """Bulk requests that Matomo answered or that were given up."""
 
@@ -69,14 +76,22 @@ class Pipeline:
         with self._lock:
             return ExportStats(**vars(self._stats))
 
-    def translate(self, records: Iterable[Record], read: Callable[[Record], HttpRequest | None]) -> list[Hit]:
-        """One hit per record that ``read`` sees as a tracked HTTP server request, in chronological order."""
+    def translate(
+        self, records: Iterable[Record], read: Callable[[Record], HttpRequest | None], *, count: bool = True
+    ) -> list[Hit]:
+        """One hit per record that ``read`` sees as a tracked HTTP server request, in chronological order.
+
+        Each record becomes a hit, a counted skip (by reason) or a counted, logged malformed record; ``count=False``
+        previews without touching the totals.
+        """
+        tally: Counter[str] = Counter()
         requests = []
         for record in records:
             try:
                 request = read(record)
             except Exception:  # noqa: BLE001 - malformed attributes skip one record, never the batch.
-                self._count_malformed("a server span")
+                self._log_malformed("a server span")
+                tally["malformed_spans"] += 1
                 continue
             if request is not None:
                 requests.append(request)
@@ -85,53 +100,61 @@ class Pipeline:
         for request in requests:
             try:
                 reason = skip_reason(request, self.settings)
-                if reason is not None:
-                    self._count_skip(reason)
-                    continue
-                hits.append(request_hit(request, self.settings))
+                if reason is None:
+                    hits.append(request_hit(request, self.settings))
+                else:
+                    tally[reason.value] += 1
             except Exception:  # noqa: BLE001 - see above
-                self._count_malformed(f"the request {request.method} {request.path!r}")
+                self._log_malformed(f"the request {request.method} {request.path!r}")
+                tally["malformed_spans"] += 1
+        tally["requests"] += len(hits)
+        if count:
+            for field_name, value in tally.items():
+                self.count_dropped(field_name, value)
         return hits
 
     def deliver(self, hits: Sequence[Hit]) -> bool:
         """Send ``hits`` in one bulk request (or log them in dry-run mode); ``True`` when Matomo has them."""
+        result = self.send(hits)
+        if result.outcome in (Outcome.GAVE_UP, Outcome.CANCELLED):
+            self.count_dropped("lost", len(hits))
+        return result.outcome in (Outcome.DELIVERED, Outcome.PARTIAL)
+
+    def send(self, hits: Sequence[Hit], *, retry: bool = True) -> SendResult:
+        """One bulk request with Matomo's answer counted; a caller that keeps undelivered hits counts nothing lost."""
         if not hits:
-            return True
-        with self._lock:
-            self._stats.requests += len(hits)
+            return SendResult(Outcome.DELIVERED)
         if self._transport is None:
             for hit in hits:
                 hits_logger.info("%s", json.dumps(hit), extra={"hit": hit})
-            return True
+            return SendResult(Outcome.DELIVERED, tracked=len(hits))
         try:
-            result = self._transport.send(hits)
+            result = self._transport.send(hits, retry=retry)
         except Exception:  # noqa: BLE001 - never into the caller's thread
-            with self._lock:
-                self._stats.lost += len(hits)
             self._log.log(
                 logging.ERROR, "bug", "otel-matomo lost %d hits to an unexpected error", len(hits), exc_info=True
             )
-            return False
+            with self._lock:
+                self._stats.lost += len(hits)
+            return SendResult(Outcome.REJECTED)
         with self._lock:
             self._stats.batches += 1
             self._stats.tracked += result.tracked
             self._stats.invalid += result.invalid
-            if result.outcome in (Outcome.GAVE_UP, Outcome.CANCELLED):
-                self._stats.lost += len(hits)
-        return result.outcome in (Outcome.DELIVERED, Outcome.PARTIAL)
+        return result
+
+    def count_dropped(self, reason: str, count: int) -> None:
+        """Add ``count`` to the :class:`ExportStats` field ``reason`` (a drop reason, or ``requests``)."""
+        if count:
+            with self._lock:
+                setattr(self._stats, reason, getattr(self._stats, reason) + count)
 
     def close(self) -> None:
         """End any retry wait at once and release connections."""
         if self._transport is not None:
             self._transport.close()
 
-    def _count_skip(self, reason: Skip) -> None:
-        with self._lock:
-            setattr(self._stats, reason.value, getattr(self._stats, reason.value) + 1)
-
-    def _count_malformed(self, what: str) -> None:
-        with self._lock:
-            self._stats.malformed_spans += 1
+    def _log_malformed(self, what: str) -> None:
         self._log.log(
             logging.WARNING, "malformed", "otel-matomo skipped %s it could not translate", what, exc_info=True
         )

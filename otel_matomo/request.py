@@ -28,7 +28,8 @@ class HttpRequest:
     method: str
     path: str
     start_ns: int
-    end_ns: int
+    end_ns: int | None
+    """``None`` while the request still runs (tracked at its start)."""
     span_id: int
     route: str | None = None
     query: str = ""
@@ -58,19 +59,22 @@ class HttpRequest:
         return self.headers.get("accept-language")
 
     @property
-    def duration_ns(self) -> int:
-        """Time spent serving the request, never negative."""
-        return max(self.end_ns - self.start_ns, 0)
+    def duration_ns(self) -> int | None:
+        """Time spent serving the request, never negative; ``None`` while it runs."""
+        return None if self.end_ns is None else max(self.end_ns - self.start_ns, 0)
 
 
 def http_request_from_span_data(
-    name: str, attributes: Attributes, start_ns: int, end_ns: int, span_id: int
+    name: str, attributes: Attributes, start_ns: int, end_ns: int | None, span_id: int
 ) -> HttpRequest | None:
     """Build the request view of one SERVER span; ``None`` when the span carries no HTTP request.
 
     Span kind is the caller's business: the exporter and the gateway read it from different structures.
     """
     method = _text(attributes, "http.request.method", "http.method")
+    scheme = (_text(attributes, "url.scheme", "http.scheme") or "http").lower()
+    if method is None and scheme in ("ws", "wss"):
+        method = "GET"  # websocket spans carry no method; the handshake is a GET
     if method is None:
         return None
     if method == "_OTHER":
@@ -86,7 +90,7 @@ def http_request_from_span_data(
         start_ns=start_ns,
         end_ns=end_ns,
         span_id=span_id,
-        scheme=(_text(attributes, "url.scheme", "http.scheme") or "http").lower(),
+        scheme=scheme,
         host=headers.get("host") or _host(attributes),
         peer_address=_text(attributes, "network.peer.address", "net.peer.ip", "client.address"),
         user_agent=_text(attributes, "user_agent.original", "http.user_agent") or headers.get("user-agent"),

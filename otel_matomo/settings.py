@@ -132,6 +132,22 @@ class Settings:
     """Send ``bots=1`` so that Matomo keeps requests its device detector classifies as bots."""
     skip_synthetic: bool = False
     """Skip requests whose ``user_agent.synthetic.type`` is ``bot`` or ``test``."""
+    # Delivery by MatomoSpanProcessor (the exporter is batched by the SDK's BatchSpanProcessor instead).
+    start_routes: tuple[str, ...] = ()
+    """Route or path globs tracked when the request starts (websockets always are): long-lived requests."""
+    queue_size: int = 2048
+    """Finished spans waiting for the worker; beyond it spans are dropped and counted (``queue_full``)."""
+    batch_size: int = 500
+    """Hits per bulk request at most."""
+    schedule_delay: float = 1.0
+    """Seconds the worker waits to fill a batch (milliseconds in ``OTEL_EXPORTER_MATOMO_SCHEDULE_DELAY``)."""
+    buffer_max_hits: int = 50_000
+    """Hits kept in memory while Matomo is unreachable; beyond it the oldest are dropped (``outage_bound``)."""
+    buffer_max_bytes: int = 32 * 1024 * 1024
+    buffer_max_age: float = 86_400.0
+    """Seconds a hit waits for Matomo at most; older ones are dropped (``expired``)."""
+    spool_dir: str | None = None
+    """Where undelivered hits survive a restart (SQLite); shared safely by several processes."""
 
     @classmethod
     def from_env(
@@ -159,6 +175,14 @@ class Settings:
         event_category: str | None = None,
         track_bots: bool | None = None,
         skip_synthetic: bool | None = None,
+        start_routes: Sequence[str] | None = None,
+        queue_size: int | None = None,
+        batch_size: int | None = None,
+        schedule_delay: float | None = None,
+        buffer_max_hits: int | None = None,
+        buffer_max_bytes: int | None = None,
+        buffer_max_age: float | None = None,
+        spool_dir: str | None = None,
     ) -> Settings:
         """Build settings from arguments, falling back to ``OTEL_EXPORTER_MATOMO_*`` in ``environ``.
 
@@ -194,6 +218,19 @@ class Settings:
             event_category=read.text("EVENT_CATEGORY", event_category, "API"),
             track_bots=read.boolean("TRACK_BOTS", "track_bots", track_bots, False),
             skip_synthetic=read.boolean("SKIP_SYNTHETIC", "skip_synthetic", skip_synthetic, False),
+            start_routes=read.globs("START_ROUTES", start_routes, ()),
+            queue_size=int(read.number("QUEUE_SIZE", queue_size, 2048, "a positive whole number of spans")),
+            batch_size=int(read.number("BATCH_SIZE", batch_size, 500, "a positive whole number of hits")),
+            schedule_delay=read.number(
+                "SCHEDULE_DELAY", None if schedule_delay is None else schedule_delay * 1000, 1000, "milliseconds"
+            )
+            / 1000,
+            buffer_max_hits=int(read.number("BUFFER_MAX_HITS", buffer_max_hits, 50_000, "a whole number of hits")),
+            buffer_max_bytes=int(
+                read.number("BUFFER_MAX_BYTES", buffer_max_bytes, 32 * 1024 * 1024, "a whole number of bytes")
+            ),
+            buffer_max_age=read.number("BUFFER_MAX_AGE", buffer_max_age, 86_400, "seconds, e.g. 86400"),
+            spool_dir=read.text("SPOOL_DIR", spool_dir, "") or None,
         )
         settings._warn_about_plain_http()
         return settings
@@ -328,6 +365,19 @@ class _Reader:
                     "EXCLUDE_STATUS", "exclude_status", f"has {item!r}", "status codes or classes, e.g. 404,5xx"
                 )
         return tuple(ranges)
+
+    def number(self, suffix: str, value: float | None, default: float, expected: str) -> float:
+        """A positive finite number; arguments use the same unit as the variable except where documented."""
+        raw = self._raw(suffix, value)
+        if raw is None:
+            return default
+        try:
+            number = float(str(raw))
+        except ValueError:
+            number = math.nan
+        if isinstance(raw, bool) or not 0 < number < math.inf:
+            raise self._error(suffix, suffix.lower(), f"is {raw!r}", f"a positive number: {expected}")
+        return number
 
     def mask(self, value: int | None) -> int:
         raw = self._raw("ANONYMIZE_IP", value)

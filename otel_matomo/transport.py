@@ -100,6 +100,8 @@ class SendResult:
     tracked: int = 0
     invalid: int = 0
     attempts: int = 0
+    retry_after: float | None = None
+    """Matomo's ``Retry-After`` on the last attempt, for a caller that retries later itself."""
 
 
 class Transport:
@@ -127,8 +129,12 @@ class Transport:
         self._closed = threading.Event()
         self._log = RateLimitedLog(_logger)
 
-    def send(self, hits: Sequence[Hit]) -> SendResult:
-        """Deliver ``hits`` in one bulk request, retrying connection errors, 429 and 5xx until the deadline."""
+    def send(self, hits: Sequence[Hit], *, retry: bool = True) -> SendResult:
+        """Deliver ``hits`` in one bulk request, retrying connection errors, 429 and 5xx until the deadline.
+
+        With ``retry=False`` a retryable failure returns ``GAVE_UP`` at once: the span processor keeps the hits
+        and retries later itself, so that it can go on accepting new requests during an outage.
+        """
         body = encode_bulk(hits, self._token_auth)
         deadline = self._clock() + self._timeout
         attempt = 0
@@ -137,7 +143,9 @@ class Transport:
             retry_after, result = self._attempt(body, len(hits), deadline, attempt)
             if result is not None:
                 return result
-            delay = retry_after if retry_after is not None else _backoff(attempt)
+            if not retry:
+                return SendResult(Outcome.GAVE_UP, attempts=attempt, retry_after=retry_after)
+            delay = retry_after if retry_after is not None else backoff(attempt)
             if self._clock() + delay >= deadline:
                 self._log.log(
                     logging.WARNING,
@@ -256,7 +264,7 @@ class Transport:
         return text[:200].replace("\n", " ").strip() or "empty body"
 
 
-def _backoff(attempt: int) -> float:
+def backoff(attempt: int) -> float:
     """Exponential backoff with jitter, as the OTLP exporters do: 1, 2, 4 ... seconds x [0.8, 1.2]."""
     return float(min(2 ** (attempt - 1), _MAX_BACKOFF_S) * random.uniform(0.8, 1.2))
 

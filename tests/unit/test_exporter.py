@@ -36,7 +36,7 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 @pytest.fixture
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transport_module, "_backoff", lambda attempt: 0.05)
+    monkeypatch.setattr(transport_module, "backoff", lambda attempt: 0.05)
 
 
 def make_exporter(

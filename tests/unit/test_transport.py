@@ -35,7 +35,7 @@ TOKENS = (SUPERUSER_TOKEN, WRITE_TOKEN, SECURE_ONLY_TOKEN)
 
 @pytest.fixture
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transport_module, "_backoff", lambda attempt: 0.05)
+    monkeypatch.setattr(transport_module, "backoff", lambda attempt: 0.05)
 
 
 @pytest.fixture
@@ -289,7 +289,7 @@ def test_matomo_down_retries_then_gives_up_within_the_deadline(
     standin: MatomoStandIn, logs: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backoff, timeout = 0.1, 0.6
-    monkeypatch.setattr(transport_module, "_backoff", lambda attempt: backoff)
+    monkeypatch.setattr(transport_module, "backoff", lambda attempt: backoff)
     transport = make_transport(standin, timeout=timeout)
     standin.stop()
     started = time.monotonic()
@@ -400,7 +400,7 @@ def test_close_during_backoff_cancels_promptly(
         waiting.set()
         return 10.0
 
-    monkeypatch.setattr(transport_module, "_backoff", long_backoff)
+    monkeypatch.setattr(transport_module, "backoff", long_backoff)
     transport = make_transport(standin, timeout=60.0)
     standin.stop()
     results = []

@@ -1,0 +1,278 @@
+"""``MatomoSpanProcessor``: every request reaches Matomo, whatever the trace sampler keeps, and outages lose nothing.
+
+Why a processor of our own rather than ``BatchSpanProcessor(MatomoSpanExporter())``:
+
+- ``BatchSpanProcessor`` skips spans that were recorded but not sampled, so trace sampling would sample
+  analytics too; this processor takes every *recording* server span (see :class:`~otel_matomo.AnalyticsSampler`).
+- It sees ``on_start``, so long-lived requests (websockets, server-sent events) can be tracked when they start.
+- A failed batch is kept and retried while new requests keep coming, bounded in hits, bytes and age, or written
+  to an SQLite spool that survives restarts; ``BatchSpanProcessor`` drops a failed batch.
+
+``on_start`` and ``on_end`` only append to a bounded deque (dropping, counted, when full): translation, I/O and
+retries happen on one worker thread with instrumentation suppressed, so our own HTTP calls are never traced.
+"""
+
+from __future__ import annotations
+
+import collections
+import fnmatch
+import logging
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, attach, detach, set_value
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanKind
+
+from otel_matomo._ratelimit import RateLimitedLog
+from otel_matomo.buffer import HitBuffer, MemoryBuffer, SpoolBuffer
+from otel_matomo.exporter import read_span
+from otel_matomo.pipeline import ExportStats, Pipeline
+from otel_matomo.settings import Settings
+from otel_matomo.transport import Outcome, backoff
+
+__all__ = ["MatomoSpanProcessor"]
+
+_logger = logging.getLogger("otel_matomo")
+_START_DELAY = 0.2
+"""Seconds after ``on_start`` before a start-tracked span is read: instrumentations set the captured request
+headers right *after* starting the span, so ``on_start`` itself never sees them."""
+_DAY = 86_400.0
+
+
+@dataclass
+class _Started:
+    span: Span
+    at: float
+    """``time.monotonic()`` at ``on_start``."""
+
+
+class MatomoSpanProcessor(SpanProcessor):
+    """Sends every recording HTTP server span to Matomo from a worker thread, with retry buffer and spool.
+
+    Keyword arguments as for :class:`~otel_matomo.MatomoSpanExporter` (or ``settings=``). Add it to the
+    ``TracerProvider`` instead of a ``BatchSpanProcessor`` around the exporter, not in addition to one.
+    """
+
+    _pipeline: Pipeline
+    _buffer: HitBuffer
+    _lock: threading.Lock
+    _queue: collections.deque[ReadableSpan]
+    _started: dict[int, _Started]
+    _started_sent: set[int]
+    _flush_requests: list[threading.Event]
+    _wake: threading.Event
+    _shutdown: bool
+    _failures: int
+    _next_attempt: float
+    _worker: threading.Thread
+
+    def __init__(
+        self,
+        *,
+        endpoint: str | None = None,
+        site_id: int | str | None = None,
+        token_auth: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self._settings = settings or Settings.from_env(endpoint=endpoint, site_id=site_id, token_auth=token_auth)
+        self._log = RateLimitedLog(_logger)
+        self._init_state()
+        if hasattr(os, "register_at_fork"):
+            reinit = weakref.WeakMethod(self._after_fork)
+            os.register_at_fork(after_in_child=lambda: (method := reinit()) and method())
+
+    @property
+    def stats(self) -> ExportStats:
+        """Running totals of this process."""
+        return self._pipeline.stats
+
+    @property
+    def settings(self) -> Settings:
+        """The validated configuration in use."""
+        return self._settings
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:  # noqa: ARG002 - SDK signature
+        """Remember server spans of long-lived requests, to track them while they run."""
+        try:
+            if span.kind is SpanKind.SERVER and self._tracks_at_start(span):
+                with self._lock:
+                    self._started[span.context.span_id] = _Started(span, time.monotonic())
+        except Exception:  # noqa: BLE001 - never into the application
+            self._log.log(logging.ERROR, "on-start", "otel-matomo failed in on_start", exc_info=True)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Queue a finished server span for the worker; drop and count when the queue is full."""
+        try:
+            if span.kind is not SpanKind.SERVER or self._shutdown:
+                return
+            span_id = span.context.span_id if span.context is not None else 0
+            with self._lock:
+                if span_id in self._started_sent:
+                    self._started_sent.discard(span_id)  # tracked when it started: never twice
+                    return
+                self._started.pop(span_id, None)
+                if len(self._queue) >= self._settings.queue_size:
+                    self._pipeline.count_dropped("queue_full", 1)
+                    self._log.log(
+                        logging.WARNING,
+                        "queue-full",
+                        "otel-matomo dropped a request: the queue of %d spans is full (Matomo slow or down?)",
+                        self._settings.queue_size,
+                    )
+                    return
+                self._queue.append(span)
+                if len(self._queue) >= self._settings.batch_size:
+                    self._wake.set()
+        except Exception:  # noqa: BLE001 - never into the application
+            self._log.log(logging.ERROR, "on-end", "otel-matomo failed in on_end", exc_info=True)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Translate and send everything queued; ``True`` when nothing is left waiting within the timeout."""
+        if self._shutdown:
+            return len(self._buffer) == 0
+        done = threading.Event()
+        with self._lock:
+            self._flush_requests.append(done)
+        self._wake.set()
+        return done.wait(timeout_millis / 1000)
+
+    def shutdown(self, timeout_millis: int = 30000) -> None:
+        """Flush what can be flushed within the timeout, then stop; never hangs the application."""
+        if self._shutdown:
+            return
+        self._shutdown = True
+        self._wake.set()
+        self._worker.join(timeout_millis / 1000)
+        if self._worker.is_alive():
+            self._pipeline.close()  # ends a pending HTTP request or wait at once
+            self._worker.join(1.0)
+
+    # The worker thread.
+
+    def _init_state(self) -> None:
+        self._pipeline = Pipeline(self._settings)
+        self._buffer = self._make_buffer()
+        self._lock = threading.Lock()
+        self._queue = collections.deque()
+        self._started = {}
+        self._started_sent = set()
+        self._flush_requests = []
+        self._wake = threading.Event()
+        self._shutdown = False
+        self._failures = 0
+        self._next_attempt = 0.0
+        self._worker = threading.Thread(target=self._run, name="otel-matomo", daemon=True)
+        self._worker.start()
+
+    def _make_buffer(self) -> HitBuffer:
+        max_age = self._settings.buffer_max_age
+        if self._settings.token_auth is None:
+            # Matomo refuses a cdt older than 24 h without a token: keep no hit that long.
+            max_age = min(max_age, _DAY - 60)
+        if self._settings.spool_dir is not None:
+            lease = self._settings.timeout * 2 + 30
+            return SpoolBuffer(self._settings.spool_dir, self._settings.buffer_max_hits, max_age, lease)
+        return MemoryBuffer(self._settings.buffer_max_hits, self._settings.buffer_max_bytes, max_age)
+
+    def _after_fork(self) -> None:
+        """In a forked child (gunicorn --preload): fresh locks, queue, connections and worker thread."""
+        self._init_state()
+
+    def _run(self) -> None:
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            while True:
+                self._wake.wait(self._settings.schedule_delay)
+                self._wake.clear()
+                stopping = self._shutdown
+                try:
+                    self._cycle(final=stopping)
+                except Exception:  # noqa: BLE001 - the worker must survive any bug
+                    self._log.log(logging.ERROR, "worker", "otel-matomo worker failed", exc_info=True)
+                if stopping:
+                    break
+        finally:
+            self._close_buffer()
+            detach(token)
+
+    def _cycle(self, *, final: bool) -> None:
+        with self._lock:
+            spans = list(self._queue)
+            self._queue.clear()
+            flushes, self._flush_requests = self._flush_requests, []
+            started = self._take_started(final)
+        hits = self._pipeline.translate([*started, *spans], read_span)
+        if hits:
+            drops = self._buffer.add(hits, time.time())
+            for reason, count in drops.counts.items():
+                self._pipeline.count_dropped(reason, count)
+                self._log.log(
+                    logging.WARNING,
+                    reason,
+                    "otel-matomo dropped %d hits (%s): Matomo has been unreachable",
+                    count,
+                    reason,
+                )
+        self._send_buffer(force=bool(flushes) or final)
+        for done in flushes:
+            if len(self._buffer) == 0:
+                done.set()
+
+    def _take_started(self, final: bool) -> list[ReadableSpan]:
+        """Start-tracked spans old enough for their captured headers to be set (see ``_START_DELAY``)."""
+        ready = []
+        now = time.monotonic()
+        for span_id, started in list(self._started.items()):
+            if final or now - started.at >= _START_DELAY:
+                del self._started[span_id]
+                self._started_sent.add(span_id)
+                ready.append(started.span._readable_span())  # a consistent snapshot of a live span
+        return ready
+
+    def _send_buffer(self, *, force: bool) -> None:
+        """Send batches in order until the buffer is empty or Matomo fails; then back off."""
+        if not force and time.monotonic() < self._next_attempt:
+            return
+        while len(self._buffer):
+            batch = self._buffer.peek(self._settings.batch_size, time.time())
+            if not batch.hits:
+                return  # another process holds the spool
+            result = self._pipeline.send(batch.hits, retry=False)
+            if result.outcome in (Outcome.GAVE_UP, Outcome.CANCELLED):
+                self._buffer.release(batch)
+                self._failures += 1
+                delay = result.retry_after if result.retry_after is not None else backoff(self._failures)
+                self._next_attempt = time.monotonic() + min(delay, 60.0)
+                return
+            self._buffer.done(batch)
+            self._failures = 0
+
+    def _close_buffer(self) -> None:
+        left = len(self._buffer)
+        if left and self._settings.spool_dir is None:
+            self._pipeline.count_dropped("lost", left)
+            _logger.warning("otel-matomo lost %d hits at shutdown: Matomo could not be reached in time", left)
+        self._buffer.close()
+        self._pipeline.close()
+
+    def _tracks_at_start(self, span: Span) -> bool:
+        attributes = span.attributes or {}
+        scheme = attributes.get("url.scheme") or attributes.get("http.scheme")
+        if scheme in ("ws", "wss"):
+            return True
+        if not self._settings.start_routes:
+            return False
+        candidates = [
+            value
+            for value in (attributes.get("http.route"), attributes.get("url.path"), attributes.get("http.target"))
+            if isinstance(value, str)
+        ]
+        return any(
+            fnmatch.fnmatchcase(candidate.partition("?")[0], pattern)
+            for pattern in self._settings.start_routes
+            for candidate in candidates
+        )
