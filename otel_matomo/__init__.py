@@ -8,16 +8,44 @@ from otel_matomo.pipeline import ExportStats
 from otel_matomo.request import HttpRequest
 from otel_matomo.sampling import AnalyticsSampler
 from otel_matomo.settings import ConfigurationError, Settings
+from otel_matomo.tracking import (
+    EcommerceItem,
+    TrackingProcessor,
+    set_custom_dimension,
+    set_page_title,
+    set_user_id,
+    skip_tracking,
+    track_cart_update,
+    track_content_impression,
+    track_event,
+    track_goal,
+    track_order,
+    track_product_view,
+    track_site_search,
+)
 
 __all__ = [
     "REQUEST_HEADERS",
     "AnalyticsSampler",
     "ConfigurationError",
+    "EcommerceItem",
     "ExportStats",
     "Hit",
     "HttpRequest",
     "MatomoSpanExporter",
     "MatomoSpanProcessor",
     "Settings",
+    "TrackingProcessor",
     "configure_header_capture",
+    "set_custom_dimension",
+    "set_page_title",
+    "set_user_id",
+    "skip_tracking",
+    "track_cart_update",
+    "track_content_impression",
+    "track_event",
+    "track_goal",
+    "track_order",
+    "track_product_view",
+    "track_site_search",
 ]

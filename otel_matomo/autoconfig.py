@@ -71,11 +71,25 @@ def pre_instrument() -> None:
         processor = read_flag("PROCESSOR", default=False)
         if processor:
             _install_processor(exporters)
+        elif "matomo" in exporters:
+            _install_tracking()
         if ("matomo" in exporters or processor) and read_flag("CAPTURE_HEADERS", default=True):
             merged = configure_header_capture()
             _logger.debug("otel-matomo captures request headers %s", merged)
     except ConfigurationError as error:
         _logger.error("otel-matomo is not active: %s", error)
+
+
+def _install_tracking() -> None:
+    """Let ``otel_matomo.tracking`` calls find the request's server span from nested spans."""
+    from opentelemetry import trace  # noqa: PLC0415 - only in the zero-code path
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+
+    from otel_matomo.tracking import TrackingProcessor  # noqa: PLC0415
+
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.add_span_processor(TrackingProcessor())
 
 
 def _install_processor(exporters: set[str]) -> None:

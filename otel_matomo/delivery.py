@@ -27,6 +27,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, attach
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
+from otel_matomo import tracking
 from otel_matomo._ratelimit import RateLimitedLog
 from otel_matomo.buffer import HitBuffer, MemoryBuffer, SpoolBuffer
 from otel_matomo.exporter import read_span
@@ -98,6 +99,7 @@ class MatomoSpanProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:  # noqa: ARG002 - SDK signature
         """Remember server spans of long-lived requests, to track them while they run."""
         try:
+            tracking.register(span)
             if span.kind is SpanKind.SERVER and self._tracks_at_start(span):
                 with self._lock:
                     self._started[span.context.span_id] = _Started(span, time.monotonic())
@@ -107,6 +109,7 @@ class MatomoSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         """Queue a finished server span for the worker; drop and count when the queue is full."""
         try:
+            tracking.unregister(span)
             if span.kind is not SpanKind.SERVER or self._shutdown:
                 return
             span_id = span.context.span_id if span.context is not None else 0

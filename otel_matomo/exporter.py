@@ -96,4 +96,5 @@ def read_span(span: ReadableSpan) -> HttpRequest | None:
         start_ns=span.start_time or 0,
         end_ns=span.end_time,
         span_id=context.span_id if context is not None else 0,
+        events=[(event.name, event.timestamp, event.attributes or {}) for event in span.events],
     )

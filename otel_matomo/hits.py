@@ -5,20 +5,45 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Mapping
 from urllib.parse import quote
 
+from otel_matomo import tracking
 from otel_matomo.policy import client_ip, forwarded_origin, is_event, mask_ip, redact_url
 from otel_matomo.request import HttpRequest
 from otel_matomo.settings import Settings
 from otel_matomo.visitor import visitor_id
 
-__all__ = ["Hit", "action_name", "request_hit"]
+__all__ = ["Hit", "action_name", "request_hit", "request_hits"]
 
 Hit = dict[str, str]
 """One tracking request's parameters, unencoded; the transport URL-encodes them."""
 
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 _BRAND = re.compile(r'"((?:[^"\\]|\\.)*)"\s*;\s*v\s*=\s*"((?:[^"\\]|\\.)*)"')
+
+
+def request_hits(request: HttpRequest, settings: Settings) -> list[Hit]:
+    """The request's hit, then one hit per fact the application tracked, in the order it tracked them.
+
+    Every extra hit shares the request's visitor (id, IP, user agent, language, user id) and URL, carries its own
+    time and ``ca=1`` (Matomo's mark of a hit that is not a page view).
+    """
+    main = request_hit(request, settings)
+    shared = {key: value for key, value in main.items() if key in _SHARED or key.startswith("dimension")}
+    hits = [main]
+    for index, fact in enumerate(request.tracking.facts, start=1):
+        extra = _FACT_PARAMETERS[fact.kind](fact.attributes)
+        hits.append(
+            {
+                **shared,
+                "rand": f"{main['rand']}-{index}",
+                "cdt": str(fact.time_ns // 1_000_000_000),
+                "ca": "1",
+                **extra,
+            }
+        )
+    return hits
 
 
 def request_hit(request: HttpRequest, settings: Settings) -> Hit:
@@ -50,9 +75,16 @@ def request_hit(request: HttpRequest, settings: Settings) -> Hit:
         if server_ms is not None:
             hit["e_v"] = server_ms
     else:
-        hit["action_name"] = action_name(request, with_error_titles=settings.error_page_titles)
+        app = request.tracking
+        hit["action_name"] = app.page_title or action_name(request, with_error_titles=settings.error_page_titles)
         if server_ms is not None:
             hit["pf_srv"] = server_ms
+        if app.search_keyword is not None:
+            hit.update(search=app.search_keyword, search_cat=app.search_category or "")
+            if app.search_count is not None:
+                hit["search_count"] = str(app.search_count)
+        hit.update({_PRODUCT[part]: value for part, value in app.product.items()})
+    hit.update(_dimensions(request, settings))
     optional = {
         "urlref": redact_url(request.referrer, settings.redact_query_params) if request.referrer else None,
         "ua": request.user_agent,
@@ -66,6 +98,80 @@ def request_hit(request: HttpRequest, settings: Settings) -> Hit:
     }
     hit.update({name: value for name, value in optional.items() if value})
     return hit
+
+
+def _dimensions(request: HttpRequest, settings: Settings) -> dict[str, str]:
+    """``dimension<ID>`` from configured attribute names, then from ``set_custom_dimension`` (which wins)."""
+    values = {}
+    for dimension_id, attribute in settings.dimensions:
+        value = request.attributes.get(attribute)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value):
+            values[dimension_id] = str(value)
+    values.update(request.tracking.dimensions)
+    # Matomo cuts dimension values to 250 characters.
+    return {f"dimension{dimension_id}": value[:250] for dimension_id, value in values.items()}
+
+
+def _event(attributes: Mapping[str, object]) -> Hit:
+    return _pick(
+        attributes,
+        e_c="matomo.event.category",
+        e_a="matomo.event.action",
+        e_n="matomo.event.name",
+        e_v="matomo.event.value",
+    )
+
+
+def _goal(attributes: Mapping[str, object]) -> Hit:
+    return _pick(attributes, idgoal="matomo.goal.id", revenue="matomo.goal.revenue")
+
+
+def _order(attributes: Mapping[str, object]) -> Hit:
+    return {
+        "idgoal": "0",
+        **_pick(
+            attributes,
+            ec_id="matomo.ecommerce.order_id",
+            revenue="matomo.ecommerce.revenue",
+            ec_items="matomo.ecommerce.items",
+            ec_st="matomo.ecommerce.subtotal",
+            ec_tx="matomo.ecommerce.tax",
+            ec_sh="matomo.ecommerce.shipping",
+            ec_dt="matomo.ecommerce.discount",
+        ),
+    }
+
+
+def _cart_update(attributes: Mapping[str, object]) -> Hit:
+    return {"idgoal": "0", **_pick(attributes, revenue="matomo.ecommerce.revenue", ec_items="matomo.ecommerce.items")}
+
+
+def _content_impression(attributes: Mapping[str, object]) -> Hit:
+    return _pick(attributes, c_n="matomo.content.name", c_p="matomo.content.piece", c_t="matomo.content.target")
+
+
+def _pick(attributes: Mapping[str, object], **parameters: str) -> Hit:
+    """Matomo parameter -> the attribute it comes from; numbers without a needless ``.0``."""
+    hit = {}
+    for parameter, key in parameters.items():
+        value = attributes.get(key)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            hit[parameter] = str(value)
+    return hit
+
+
+_FACT_PARAMETERS = {
+    tracking.EVENT: _event,
+    tracking.GOAL: _goal,
+    tracking.ORDER: _order,
+    tracking.CART_UPDATE: _cart_update,
+    tracking.CONTENT_IMPRESSION: _content_impression,
+}
+_SHARED = frozenset({"idsite", "rec", "apiv", "cid", "url", "urlref", "ua", "uadata", "lang", "uid", "cip", "bots"})
+"""The visitor and page parameters every hit of one request carries (with its ``dimension<ID>``)."""
+_PRODUCT = {"sku": "_pks", "name": "_pkn", "category": "_pkc", "price": "_pkp"}
 
 
 def action_name(request: HttpRequest, *, with_error_titles: bool = True) -> str:

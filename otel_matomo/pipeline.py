@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from otel_matomo._ratelimit import RateLimitedLog
-from otel_matomo.hits import Hit, request_hit
+from otel_matomo.hits import Hit, request_hits
 from otel_matomo.policy import skip_reason
 from otel_matomo.request import HttpRequest
 from otel_matomo.settings import Settings
@@ -44,6 +44,8 @@ class ExportStats:
     """Requests whose visitor sent Sec-GPC: 1 or DNT: 1."""
     synthetic: int = 0
     """Requests from clients the instrumentation marked as bots or tests (with ``skip_synthetic``)."""
+    skipped: int = 0
+    """Requests the application asked not to track (``skip_tracking()``)."""
     tracked: int = 0
     """Hits Matomo confirmed."""
     invalid: int = 0
@@ -101,13 +103,13 @@ class Pipeline:
             try:
                 reason = skip_reason(request, self.settings)
                 if reason is None:
-                    hits.append(request_hit(request, self.settings))
+                    hits.extend(request_hits(request, self.settings))
+                    tally["requests"] += 1
                 else:
                     tally[reason.value] += 1
             except Exception:  # noqa: BLE001 - see above
                 self._log_malformed(f"the request {request.method} {request.path!r}")
                 tally["malformed_spans"] += 1
-        tally["requests"] += len(hits)
         if count:
             for field_name, value in tally.items():
                 self.count_dropped(field_name, value)

@@ -45,10 +45,14 @@ class Skip(enum.Enum):
     """The visitor sent Sec-GPC: 1 or DNT: 1."""
     SYNTHETIC = "synthetic"
     """A bot or test client, by the instrumentation's ``user_agent.synthetic.type``."""
+    SKIPPED = "skipped"
+    """The application called ``otel_matomo.tracking.skip_tracking()``."""
 
 
 def skip_reason(request: HttpRequest, settings: Settings) -> Skip | None:
     """``None`` when the request becomes a hit, else why not."""
+    if request.tracking.skip:
+        return Skip.SKIPPED
     if _is_excluded(request, settings):
         return Skip.EXCLUDED
     if (settings.honor_gpc and request.headers.get("sec-gpc", "").strip() == "1") or (

@@ -8,17 +8,53 @@ a missing attribute degrades one field, never the whole request.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
-__all__ = ["HEADER_ATTRIBUTE_PREFIX", "HttpRequest", "http_request_from_span_data"]
+from otel_matomo import tracking
+
+__all__ = [
+    "HEADER_ATTRIBUTE_PREFIX",
+    "AppTracking",
+    "HttpRequest",
+    "SpanEvent",
+    "TrackedFact",
+    "http_request_from_span_data",
+]
 
 HEADER_ATTRIBUTE_PREFIX = "http.request.header."
 _REDACTED = "[REDACTED]"
 _URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
 Attributes = Mapping[str, object]
+SpanEvent = tuple[str, int, Attributes]
+"""A span event as every source can give it: name, time (ns), attributes."""
+
+
+@dataclass(frozen=True)
+class TrackedFact:
+    """One fact the application tracked during the request (an event, goal, order ...), from a span event."""
+
+    kind: str
+    """The span event's name, one of ``otel_matomo.tracking.TRACKING_EVENTS``."""
+    time_ns: int
+    attributes: Attributes
+
+
+@dataclass(frozen=True)
+class AppTracking:
+    """What the application said about the request through ``otel_matomo.tracking``."""
+
+    page_title: str | None = None
+    skip: bool = False
+    search_keyword: str | None = None
+    search_category: str | None = None
+    search_count: int | None = None
+    product: Mapping[str, str] = field(default_factory=dict)
+    """``sku``, ``name``, ``category``, ``price`` of a product view, as text."""
+    dimensions: Mapping[int, str] = field(default_factory=dict)
+    facts: tuple[TrackedFact, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,6 +83,9 @@ class HttpRequest:
     """Bytes of the response body, when the instrumentation recorded them."""
     headers: Mapping[str, str] = field(default_factory=dict)
     """Captured request headers, lower-case names with dashes, repeated lines joined by ', '."""
+    tracking: AppTracking = field(default_factory=AppTracking)
+    attributes: Attributes = field(default_factory=dict)
+    """All span attributes, for dimensions configured by attribute name (``OTEL_EXPORTER_MATOMO_DIMENSIONS``)."""
 
     @property
     def referrer(self) -> str | None:
@@ -65,7 +104,12 @@ class HttpRequest:
 
 
 def http_request_from_span_data(
-    name: str, attributes: Attributes, start_ns: int, end_ns: int | None, span_id: int
+    name: str,
+    attributes: Attributes,
+    start_ns: int,
+    end_ns: int | None,
+    span_id: int,
+    events: Iterable[SpanEvent] = (),
 ) -> HttpRequest | None:
     """Build the request view of one SERVER span; ``None`` when the span carries no HTTP request.
 
@@ -99,6 +143,42 @@ def http_request_from_span_data(
         synthetic_type=_text(attributes, "user_agent.synthetic.type"),
         response_size=_integer(attributes, "http.response.body.size", "http.response_content_length"),
         headers=headers,
+        tracking=_app_tracking(attributes, events),
+        attributes=attributes,
+    )
+
+
+def _app_tracking(attributes: Attributes, events: Iterable[SpanEvent]) -> AppTracking:
+    """The ``matomo.*`` attributes and span events that ``otel_matomo.tracking`` (or another process) set."""
+    facts = tuple(
+        TrackedFact(name, time_ns, event_attributes)
+        for name, time_ns, event_attributes in events
+        if name in tracking.TRACKING_EVENTS
+    )
+    dimensions = {}
+    for key, value in attributes.items():
+        suffix = key[len(tracking.DIMENSION_PREFIX) :]
+        if key.startswith(tracking.DIMENSION_PREFIX) and suffix.isdigit() and isinstance(value, str):
+            dimensions[int(suffix)] = value
+    product = {
+        part: text
+        for part, key in (
+            ("sku", tracking.PRODUCT_SKU),
+            ("name", tracking.PRODUCT_NAME),
+            ("category", tracking.PRODUCT_CATEGORY),
+            ("price", tracking.PRODUCT_PRICE),
+        )
+        if (text := _text(attributes, key)) is not None
+    }
+    return AppTracking(
+        page_title=_text(attributes, tracking.PAGE_TITLE),
+        skip=attributes.get(tracking.SKIP) is True,
+        search_keyword=_text(attributes, tracking.SEARCH_KEYWORD),
+        search_category=_text(attributes, tracking.SEARCH_CATEGORY),
+        search_count=_integer(attributes, tracking.SEARCH_COUNT),
+        product=product,
+        dimensions=dimensions,
+        facts=facts,
     )
 
 

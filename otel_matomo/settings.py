@@ -128,6 +128,8 @@ class Settings:
     event_routes: tuple[str, ...] = ()
     """Route or path globs tracked as events instead of page views (JSON APIs)."""
     event_category: str = "API"
+    dimensions: tuple[tuple[int, str], ...] = ()
+    """Custom dimension id -> span attribute name, so that dimensions need no code."""
     track_bots: bool = False
     """Send ``bots=1`` so that Matomo keeps requests its device detector classifies as bots."""
     skip_synthetic: bool = False
@@ -175,6 +177,7 @@ class Settings:
         event_category: str | None = None,
         track_bots: bool | None = None,
         skip_synthetic: bool | None = None,
+        dimensions: Mapping[int, str] | None = None,
         start_routes: Sequence[str] | None = None,
         queue_size: int | None = None,
         batch_size: int | None = None,
@@ -217,6 +220,7 @@ class Settings:
             event_routes=read.globs("EVENT_ROUTES", event_routes, ()),
             event_category=read.text("EVENT_CATEGORY", event_category, "API"),
             track_bots=read.boolean("TRACK_BOTS", "track_bots", track_bots, False),
+            dimensions=read.dimensions(dimensions),
             skip_synthetic=read.boolean("SKIP_SYNTHETIC", "skip_synthetic", skip_synthetic, False),
             start_routes=read.globs("START_ROUTES", start_routes, ()),
             queue_size=int(read.number("QUEUE_SIZE", queue_size, 2048, "a positive whole number of spans")),
@@ -378,6 +382,21 @@ class _Reader:
         if isinstance(raw, bool) or not 0 < number < math.inf:
             raise self._error(suffix, suffix.lower(), f"is {raw!r}", f"a positive number: {expected}")
         return number
+
+    def dimensions(self, value: Mapping[int, str] | None) -> tuple[tuple[int, str], ...]:
+        if value is not None:
+            items = [f"{key}={name}" for key, name in value.items()]
+        else:
+            items = list(self._items("DIMENSIONS", None) or ())
+        pairs = []
+        for item in items:
+            key, sep, name = item.partition("=")
+            if not sep or not key.strip().isdigit() or int(key) < 1 or not name.strip():
+                raise self._error(
+                    "DIMENSIONS", "dimensions", f"has {item!r}", "id=attribute pairs, e.g. 1=enduser.role,2=tenant"
+                )
+            pairs.append((int(key), name.strip()))
+        return tuple(pairs)
 
     def mask(self, value: int | None) -> int:
         raw = self._raw("ANONYMIZE_IP", value)

@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind
 from otel_matomo import pipeline as pipeline_module
 from otel_matomo import transport as transport_module
 from otel_matomo.exporter import ExportStats, MatomoSpanExporter
-from otel_matomo.hits import request_hit
+from otel_matomo.hits import request_hits
 from otel_matomo.request import HttpRequest
 from otel_matomo.settings import Settings
 from tests.matomo_standin import SECURE_ONLY_TOKEN, SUPERUSER_TOKEN, WRITE_TOKEN, Behaviour, MatomoStandIn
@@ -228,12 +228,12 @@ def test_stats_is_a_copy(standin: MatomoStandIn) -> None:
 def test_span_that_cannot_be_translated_is_skipped_and_counted(
     standin: MatomoStandIn, logs: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def fragile_request_hit(request: HttpRequest, settings: Settings) -> dict[str, str]:
+    def fragile_request_hits(request: HttpRequest, settings: Settings) -> list[dict[str, str]]:
         if request.path == "/boom":
             raise ValueError("cannot translate this span")
-        return request_hit(request, settings)
+        return request_hits(request, settings)
 
-    monkeypatch.setattr(pipeline_module, "request_hit", fragile_request_hit)
+    monkeypatch.setattr(pipeline_module, "request_hits", fragile_request_hits)
     exporter = make_exporter(standin)
     spans = record_spans(server("/before", 0), server("/boom", 1), server("/after", 2))
     assert exporter.export(spans) is SpanExportResult.SUCCESS

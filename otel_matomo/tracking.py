@@ -1,0 +1,350 @@
+"""Server-side tracking calls: events, goals, ecommerce, site search, dimensions, user id, page titles.
+
+Each call attaches a Matomo fact to the *current request's server span*, as namespaced span attributes
+(``matomo.*``, plus the standard ``enduser.id``) or span events (``matomo.event``, ``matomo.goal``, ...), so it
+reaches Matomo through the same exporter or processor, shows in any other trace backend in a documented form,
+and could come from a span recorded by another process. The server span is found from anywhere in the request:
+inside nested spans, in a dependency, or in a thread or task that carries the request's context
+(``asyncio.to_thread``, ``contextvars.copy_context().run``).
+
+Outside a request, or when nothing tracks requests, a call does nothing. A wrong value (empty event category,
+non-numeric value, negative quantity ...) raises ``ValueError`` in development - Python's development mode
+(``python -X dev``, ``PYTHONDEVMODE=1``) or ``OTEL_EXPORTER_MATOMO_STRICT=true`` - and otherwise is skipped,
+counted in :data:`rejected` and logged (rate-limited): a typo in analytics code must not break a checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
+
+from otel_matomo._ratelimit import RateLimitedLog
+
+__all__ = [
+    "EcommerceItem",
+    "TrackingProcessor",
+    "rejected",
+    "set_custom_dimension",
+    "set_page_title",
+    "set_user_id",
+    "skip_tracking",
+    "track_cart_update",
+    "track_content_impression",
+    "track_event",
+    "track_goal",
+    "track_order",
+    "track_product_view",
+    "track_site_search",
+]
+
+# The namespaced names, defined once; request.py reads them back.
+EVENT = "matomo.event"
+GOAL = "matomo.goal"
+ORDER = "matomo.ecommerce.order"
+CART_UPDATE = "matomo.ecommerce.cart_update"
+CONTENT_IMPRESSION = "matomo.content_impression"
+TRACKING_EVENTS = (EVENT, GOAL, ORDER, CART_UPDATE, CONTENT_IMPRESSION)
+PAGE_TITLE = "matomo.page_title"
+SKIP = "matomo.skip"
+USER_ID = "enduser.id"
+DIMENSION_PREFIX = "matomo.dimension."
+SEARCH_KEYWORD = "matomo.search.keyword"
+SEARCH_CATEGORY = "matomo.search.category"
+SEARCH_COUNT = "matomo.search.results_count"
+PRODUCT_SKU = "matomo.product.sku"
+PRODUCT_NAME = "matomo.product.name"
+PRODUCT_CATEGORY = "matomo.product.category"
+PRODUCT_PRICE = "matomo.product.price"
+
+_logger = logging.getLogger("otel_matomo")
+_log = RateLimitedLog(_logger)
+rejected: Counter[str] = Counter()
+"""Tracking calls refused in production mode, by call name (each is also logged)."""
+
+_Builder = Callable[[], dict[str, AttributeValue]]
+"""Builds a call's attributes, raising TypeError/ValueError on a wrong argument."""
+
+_server_spans: dict[int, Span] = {}
+"""The live server span of each trace in this process, for calls made under nested spans."""
+_registry_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class EcommerceItem:
+    """One line of an order or cart, as Matomo's ``ec_items`` wants it."""
+
+    sku: str
+    name: str = ""
+    category: str = ""
+    price: float = 0.0
+    quantity: int = 1
+
+
+class TrackingProcessor(SpanProcessor):
+    """Lets tracking calls find the request's server span from nested spans, threads and tasks.
+
+    ``MatomoSpanProcessor`` does this itself; add this one beside ``BatchSpanProcessor(MatomoSpanExporter())``.
+    ``opentelemetry-instrument`` adds it when ``OTEL_TRACES_EXPORTER`` names ``matomo``.
+    """
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:  # noqa: ARG002 - SDK signature
+        """Register a server span under its trace id."""
+        register(span)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Forget it."""
+        unregister(span)
+
+
+def register(span: Span) -> None:
+    """Make ``span`` the target of tracking calls made under its trace, if it is a server span."""
+    if span.kind is SpanKind.SERVER:
+        with _registry_lock:
+            _server_spans[span.context.trace_id] = span
+
+
+def unregister(span: ReadableSpan) -> None:
+    """Forget a server span (at its end)."""
+    if span.kind is SpanKind.SERVER and span.context is not None:
+        with _registry_lock:
+            if _server_spans.get(span.context.trace_id) is span:
+                del _server_spans[span.context.trace_id]
+
+
+def track_event(category: str, action: str, name: str | None = None, value: float | None = None) -> None:
+    """An event in the request's visit (``e_c``, ``e_a``, ``e_n``, ``e_v``)."""
+    _add_event(
+        "track_event",
+        EVENT,
+        lambda: {
+            "matomo.event.category": _text("category", category),
+            "matomo.event.action": _text("action", action),
+            **_optional_text("matomo.event.name", "name", name),
+            **_optional_number("matomo.event.value", "value", value),
+        },
+    )
+
+
+def track_goal(goal_id: int, revenue: float | None = None) -> None:
+    """A conversion of goal ``goal_id`` (``idgoal``, ``revenue``)."""
+    _add_event(
+        "track_goal",
+        GOAL,
+        lambda: {
+            "matomo.goal.id": _positive_int("goal_id", goal_id),
+            **_optional_number("matomo.goal.revenue", "revenue", revenue),
+        },
+    )
+
+
+def track_order(
+    order_id: str,
+    revenue: float,
+    items: Iterable[EcommerceItem] = (),
+    *,
+    subtotal: float | None = None,
+    tax: float | None = None,
+    shipping: float | None = None,
+    discount: float | None = None,
+) -> None:
+    """An ecommerce order (``idgoal=0``, ``ec_id`` ...). Matomo refuses an order id it has seen before."""
+    _add_event(
+        "track_order",
+        ORDER,
+        lambda: {
+            "matomo.ecommerce.order_id": _text("order_id", order_id),
+            "matomo.ecommerce.revenue": _number("revenue", revenue),
+            "matomo.ecommerce.items": _items(items),
+            **_optional_number("matomo.ecommerce.subtotal", "subtotal", subtotal),
+            **_optional_number("matomo.ecommerce.tax", "tax", tax),
+            **_optional_number("matomo.ecommerce.shipping", "shipping", shipping),
+            **_optional_number("matomo.ecommerce.discount", "discount", discount),
+        },
+    )
+
+
+def track_cart_update(revenue: float, items: Iterable[EcommerceItem]) -> None:
+    """The cart's new content and total (an abandoned cart in Matomo unless an order follows)."""
+    _add_event(
+        "track_cart_update",
+        CART_UPDATE,
+        lambda: {"matomo.ecommerce.revenue": _number("revenue", revenue), "matomo.ecommerce.items": _items(items)},
+    )
+
+
+def track_product_view(
+    sku: str, name: str | None = None, category: str | None = None, price: float | None = None
+) -> None:
+    """The request's page view shows a product (``_pks``, ``_pkn``, ``_pkc``, ``_pkp``)."""
+    _set_attributes(
+        "track_product_view",
+        lambda: {
+            PRODUCT_SKU: _text("sku", sku),
+            **_optional_text(PRODUCT_NAME, "name", name),
+            **_optional_text(PRODUCT_CATEGORY, "category", category),
+            **_optional_number(PRODUCT_PRICE, "price", price),
+        },
+    )
+
+
+def track_site_search(keyword: str, category: str | None = None, results_count: int | None = None) -> None:
+    """The request's page view becomes a site search (``search``, ``search_cat``, ``search_count``)."""
+    _set_attributes(
+        "track_site_search",
+        lambda: {
+            SEARCH_KEYWORD: _text("keyword", keyword),
+            **_optional_text(SEARCH_CATEGORY, "category", category),
+            **({} if results_count is None else {SEARCH_COUNT: _count("results_count", results_count)}),
+        },
+    )
+
+
+def track_content_impression(name: str, piece: str | None = None, target: str | None = None) -> None:
+    """A server-rendered content block was shown (``c_n``, ``c_p``, ``c_t``)."""
+    _add_event(
+        "track_content_impression",
+        CONTENT_IMPRESSION,
+        lambda: {
+            "matomo.content.name": _text("name", name),
+            **_optional_text("matomo.content.piece", "piece", piece),
+            **_optional_text("matomo.content.target", "target", target),
+        },
+    )
+
+
+def set_user_id(user_id: str) -> None:
+    """The signed-in user (``uid``, the standard ``enduser.id`` attribute); Matomo derives the visitor id from it."""
+    _set_attributes("set_user_id", lambda: {USER_ID: _text("user_id", user_id)})
+
+
+def set_custom_dimension(dimension_id: int, value: str) -> None:
+    """Custom dimension ``dimension_id`` of this request (``dimension<ID>``; Matomo keeps 250 characters)."""
+    _set_attributes(
+        "set_custom_dimension",
+        lambda: {f"{DIMENSION_PREFIX}{_positive_int('dimension_id', dimension_id)}": _text("value", value)[:250]},
+    )
+
+
+def set_page_title(title: str) -> None:
+    """Use ``title`` as the page view's ``action_name`` instead of ``"<METHOD> <route>"``."""
+    _set_attributes("set_page_title", lambda: {PAGE_TITLE: _text("title", title)})
+
+
+def skip_tracking() -> None:
+    """Send nothing to Matomo for this request (counted as ``skipped``)."""
+    _set_attributes("skip_tracking", lambda: {SKIP: True})
+
+
+def _request_span() -> Span | None:
+    current = trace.get_current_span()
+    context = current.get_span_context()
+    if not context.is_valid:
+        return None
+    with _registry_lock:
+        span = _server_spans.get(context.trace_id)
+    if span is None and isinstance(current, Span) and current.kind is SpanKind.SERVER:
+        span = current
+    return span if span is not None and span.is_recording() else None
+
+
+def _add_event(call: str, name: str, build: _Builder) -> None:
+    span = _request_span()
+    if span is None:
+        return
+    attributes = _validated(call, build)
+    if attributes is not None:
+        span.add_event(name, attributes)
+
+
+def _set_attributes(call: str, build: _Builder) -> None:
+    span = _request_span()
+    if span is None:
+        return
+    attributes = _validated(call, build)
+    if attributes is not None:
+        span.set_attributes(attributes)
+
+
+def _validated(call: str, build: _Builder) -> dict[str, AttributeValue] | None:
+    try:
+        return build()
+    except (TypeError, ValueError) as error:
+        if _strict():
+            raise ValueError(f"otel_matomo.{call}: {error}") from None
+        rejected[call] += 1
+        _log.log(logging.WARNING, call, "otel-matomo ignored %s: %s", call, error)
+        return None
+
+
+def _strict() -> bool:
+    return bool(sys.flags.dev_mode) or os.environ.get("OTEL_EXPORTER_MATOMO_STRICT", "").lower() in ("1", "true")
+
+
+def _text(argument: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{argument} must be a str, not {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{argument} must not be empty")
+    return value
+
+
+def _optional_text(key: str, argument: str, value: object) -> Mapping[str, str]:
+    return {} if value is None else {key: _text(argument, value)}
+
+
+def _number(argument: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{argument} must be a number, not {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{argument} must be finite, not {value}")
+    return float(value)
+
+
+def _optional_number(key: str, argument: str, value: object) -> Mapping[str, float]:
+    return {} if value is None else {key: _number(argument, value)}
+
+
+def _count(argument: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{argument} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{argument} must not be negative, not {value}")
+    return value
+
+
+def _positive_int(argument: str, value: object) -> int:
+    number = _count(argument, value)
+    if number == 0:
+        raise ValueError(f"{argument} must be positive")
+    return number
+
+
+def _items(items: Iterable[EcommerceItem]) -> str:
+    """Matomo's ``ec_items`` JSON: ``[[sku, name, category, price, quantity], ...]``."""
+    rows = []
+    for item in items:
+        if not isinstance(item, EcommerceItem):
+            raise TypeError(f"items must be EcommerceItem, not {type(item).__name__}")
+        rows.append(
+            [
+                _text("item sku", item.sku),
+                item.name,
+                item.category,
+                _number("item price", item.price),
+                _count("item quantity", item.quantity),
+            ]
+        )
+    return json.dumps(rows, separators=(",", ":"))
