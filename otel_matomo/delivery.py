@@ -22,6 +22,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, attach, detach, set_value
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -54,7 +55,8 @@ class _Started:
 class MatomoSpanProcessor(SpanProcessor):
     """Sends every recording HTTP server span to Matomo from a worker thread, with retry buffer and spool.
 
-    Keyword arguments as for :class:`~otel_matomo.MatomoSpanExporter` (or ``settings=``). Add it to the
+    Keyword options as for :class:`~otel_matomo.MatomoSpanExporter` (those of ``Settings.from_env``), or
+    ``settings=``. Add it to the
     ``TracerProvider`` instead of a ``BatchSpanProcessor`` around the exporter, not in addition to one.
     """
 
@@ -71,15 +73,10 @@ class MatomoSpanProcessor(SpanProcessor):
     _next_attempt: float
     _worker: threading.Thread
 
-    def __init__(
-        self,
-        *,
-        endpoint: str | None = None,
-        site_id: int | str | None = None,
-        token_auth: str | None = None,
-        settings: Settings | None = None,
-    ) -> None:
-        self._settings = settings or Settings.from_env(endpoint=endpoint, site_id=site_id, token_auth=token_auth)
+    def __init__(self, *, settings: Settings | None = None, **options: Any) -> None:
+        if settings is not None and options:
+            raise TypeError("pass either settings= or keyword options, not both")
+        self._settings = settings or Settings.from_env(**options)
         self._log = RateLimitedLog(_logger)
         self._init_state()
         if hasattr(os, "register_at_fork"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -20,33 +21,17 @@ __all__ = ["MatomoSpanExporter", "read_span"]
 class MatomoSpanExporter(SpanExporter):
     """Turns finished HTTP server spans into Matomo page views, sent with the Bulk Tracking API.
 
-    Keyword arguments override the ``OTEL_EXPORTER_MATOMO_*`` variables (see :class:`Settings`); with no
-    arguments it is configured from the environment alone, which is how ``OTEL_TRACES_EXPORTER=matomo``
+    Keyword options are those of :meth:`Settings.from_env` (``endpoint``, ``site_id``, ``token_auth``,
+    ``exclude_paths`` ...) and override the ``OTEL_EXPORTER_MATOMO_*`` variables; with no arguments it is
+    configured from the environment alone, which is how ``OTEL_TRACES_EXPORTER=matomo``
     builds it. Invalid configuration raises :class:`~otel_matomo.ConfigurationError` here, at start-up.
     Export never raises: every failure is counted in :attr:`stats` and logged, rate-limited.
     """
 
-    def __init__(
-        self,
-        *,
-        endpoint: str | None = None,
-        site_id: int | str | None = None,
-        token_auth: str | None = None,
-        timeout: float | None = None,
-        visitor_id_secret: str | bytes | None = None,
-        error_page_titles: bool | None = None,
-        dry_run: bool | None = None,
-        settings: Settings | None = None,
-    ) -> None:
-        self._settings = settings or Settings.from_env(
-            endpoint=endpoint,
-            site_id=site_id,
-            token_auth=token_auth,
-            timeout=timeout,
-            visitor_id_secret=visitor_id_secret,
-            error_page_titles=error_page_titles,
-            dry_run=dry_run,
-        )
+    def __init__(self, *, settings: Settings | None = None, **options: Any) -> None:
+        if settings is not None and options:
+            raise TypeError("pass either settings= or keyword options, not both")
+        self._settings = settings or Settings.from_env(**options)
         self._pipeline = Pipeline(self._settings)
         self._shut_down = False
 

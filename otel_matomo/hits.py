@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from urllib.parse import quote
 
 from otel_matomo import tracking
-from otel_matomo.policy import client_ip, forwarded_origin, is_event, mask_ip, redact_url
+from otel_matomo.policy import client_ip, forwarded_origin, is_event, mask_ip, redact_query, redact_url
 from otel_matomo.request import HttpRequest
 from otel_matomo.settings import Settings
 from otel_matomo.visitor import visitor_id
@@ -48,7 +48,7 @@ def request_hits(request: HttpRequest, settings: Settings) -> list[Hit]:
 
 def request_hit(request: HttpRequest, settings: Settings) -> Hit:
     """The hit one HTTP request becomes: a page view, or an event for routes listed in ``event_routes``."""
-    ip = client_ip(request, settings.trusted_proxies)
+    ip = client_ip(request, settings.trusted_proxies, settings.forwarded_header)
     day = time.strftime("%Y-%m-%d", time.gmtime(request.start_ns // 1_000_000_000))
     hit: Hit = {
         "idsite": str(settings.site_id),
@@ -62,7 +62,7 @@ def request_hit(request: HttpRequest, settings: Settings) -> Hit:
         "cid": visitor_id(
             settings.visitor_id_secret, ip, request.user_agent, day if settings.daily_visitor_id else None
         ),
-        "url": redact_url(page_url(request, settings), settings.redact_query_params),
+        "url": page_url(request, settings),
         # Matomo reads cdt as whole UTC seconds; the request's start is when the visitor acted.
         "cdt": str(request.start_ns // 1_000_000_000),
     }
@@ -76,7 +76,7 @@ def request_hit(request: HttpRequest, settings: Settings) -> Hit:
             hit["e_v"] = server_ms
     else:
         app = request.tracking
-        hit["action_name"] = app.page_title or action_name(request, with_error_titles=settings.error_page_titles)
+        hit["action_name"] = app.page_title or action_name(request, settings)
         if server_ms is not None:
             hit["pf_srv"] = server_ms
         if app.search_keyword is not None:
@@ -174,31 +174,38 @@ _SHARED = frozenset({"idsite", "rec", "apiv", "cid", "url", "urlref", "ua", "uad
 _PRODUCT = {"sku": "_pks", "name": "_pkn", "category": "_pkc", "price": "_pkp"}
 
 
-def action_name(request: HttpRequest, *, with_error_titles: bool = True) -> str:
+def action_name(request: HttpRequest, settings: Settings) -> str:
     """``"GET /items/{item_id}"``, or Matomo's error-page title for 4xx/5xx answers.
 
     The route template, not the raw path, so that one route is one row in Matomo's page titles report.
     Error titles follow the convention of Matomo's JavaScript tracker FAQ and its log importer:
-    ``404/URL = <encoded path?query>/From = <encoded referrer>``, which Matomo groups under "404".
+    ``404/URL = <encoded path?query>/From = <encoded referrer>``, which Matomo groups under "404"; their query
+    and referrer are redacted like ``url`` and ``urlref``.
     """
-    if with_error_titles and request.status is not None and request.status >= 400:
-        title = f"{request.status}/URL = {_encode_component(_path_and_query(request))}"
+    if settings.error_page_titles and request.status is not None and request.status >= 400:
+        query = redact_query(request.query, settings.redact_query_params)
+        title = f"{request.status}/URL = {_encode_component(request.path + (f'?{query}' if query else ''))}"
         if request.referrer:
-            title += f"/From = {_encode_component(request.referrer)}"
+            title += f"/From = {_encode_component(redact_url(request.referrer, settings.redact_query_params))}"
         return title
     return f"{request.method} {request.route or request.path}"
 
 
 def page_url(request: HttpRequest, settings: Settings) -> str:
-    """The full URL as the visitor requested it: scheme, Host header, path and query."""
-    scheme, host = forwarded_origin(request, settings.trusted_proxies)
-    if scheme in ("ws", "wss"):
-        scheme = "https" if scheme == "wss" else "http"
+    """The full URL as the visitor requested it (scheme, Host header, path, query), credentials removed.
+
+    The query is redacted before the URL is put together: a ``#`` in the path would otherwise hide it from a
+    parser as part of the fragment.
+    """
+    scheme, host = forwarded_origin(request, settings.trusted_proxies, settings.forwarded_header)
+    scheme = {"https": "https", "wss": "https"}.get(scheme, "http")
     host = host or "localhost"
-    default_port = _DEFAULT_PORTS.get(scheme)
-    if default_port and host.endswith(default_port):
+    default_port = _DEFAULT_PORTS[scheme]
+    if host.endswith(default_port):
         host = host[: -len(default_port)]
-    return f"{scheme}://{host}{_path_and_query(request)}"
+    path = request.path if request.path.startswith("/") else "/" + request.path
+    query = redact_query(request.query, settings.redact_query_params)
+    return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
 
 
 def _client_hints(request: HttpRequest) -> str | None:
@@ -224,10 +231,6 @@ def _client_hints(request: HttpRequest) -> str | None:
         if header in headers:
             hints[key] = headers[header].strip().strip('"')
     return json.dumps(hints, separators=(",", ":")) if hints else None
-
-
-def _path_and_query(request: HttpRequest) -> str:
-    return f"{request.path}?{request.query}" if request.query else request.path
 
 
 def _encode_component(text: str) -> str:

@@ -23,7 +23,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from otel_matomo.request import HttpRequest
 from otel_matomo.settings import IpNetwork, Settings
 
-__all__ = ["Skip", "client_ip", "forwarded_origin", "is_event", "mask_ip", "redact_url", "skip_reason"]
+__all__ = [
+    "Skip",
+    "client_ip",
+    "forwarded_origin",
+    "is_event",
+    "mask_ip",
+    "redact_query",
+    "redact_url",
+    "skip_reason",
+]
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -83,18 +92,19 @@ def is_event(request: HttpRequest, settings: Settings) -> bool:
     return any(fnmatch.fnmatchcase(candidate, pattern) for pattern in settings.event_routes for candidate in candidates)
 
 
-def client_ip(request: HttpRequest, trusted: tuple[IpNetwork, ...]) -> str | None:
+def client_ip(request: HttpRequest, trusted: tuple[IpNetwork, ...], header: str = "x-forwarded-for") -> str | None:
     """The visitor's address: walk the forwarding chain from the right while the hop is a trusted proxy.
 
     Starting from the socket peer means a client can never choose its own address by sending the header: an
-    untrusted peer is the client, whatever it claims. RFC 7239 ``Forwarded`` wins over ``X-Forwarded-For``
-    when both came. A garbage hop ends the walk at the last good address.
+    untrusted peer is the client, whatever it claims. Only the one header the proxies are known to write is
+    read (``X-Forwarded-For`` or RFC 7239 ``Forwarded``): a proxy that appends to one passes the other through
+    from the client untouched. A garbage hop ends the walk at the last good address.
     """
     peer = _parse_ip(request.peer_address)
     if peer is None:
         return None
     current = peer
-    for hop in reversed(_forwarded_for(request)[-_MAX_HOPS:]):
+    for hop in reversed(_forwarded_for(request, header)[-_MAX_HOPS:]):
         if not _is_trusted(current, trusted):
             break
         parsed = _parse_ip(hop)
@@ -104,15 +114,20 @@ def client_ip(request: HttpRequest, trusted: tuple[IpNetwork, ...]) -> str | Non
     return str(current)
 
 
-def forwarded_origin(request: HttpRequest, trusted: tuple[IpNetwork, ...]) -> tuple[str, str | None]:
+def forwarded_origin(
+    request: HttpRequest, trusted: tuple[IpNetwork, ...], header: str = "x-forwarded-for"
+) -> tuple[str, str | None]:
     """Scheme and host the visitor used, as a trusted proxy reports them (TLS ends at the proxy)."""
     peer = _parse_ip(request.peer_address)
     if peer is None or not _is_trusted(peer, trusted):
         return request.scheme, request.host
-    elements = _forwarded_elements(request.headers.get("forwarded", ""))
-    last = elements[-1] if elements else {}
-    proto = last.get("proto") or _last_item(request.headers.get("x-forwarded-proto", ""))
-    host = last.get("host") or _last_item(request.headers.get("x-forwarded-host", ""))
+    if header == "forwarded":
+        elements = _forwarded_elements(request.headers.get("forwarded", ""))
+        last = elements[-1] if elements else {}
+        proto, host = last.get("proto"), last.get("host")
+    else:
+        proto = _last_item(request.headers.get("x-forwarded-proto", ""))
+        host = _last_item(request.headers.get("x-forwarded-host", ""))
     scheme = proto.lower() if proto and proto.lower() in ("http", "https") else request.scheme
     return scheme, host or request.host
 
@@ -134,11 +149,18 @@ def redact_url(url: str, words: tuple[str, ...]) -> str:
         parts = urlsplit(url)
     except ValueError:
         return url.partition("?")[0]
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, redact_query(parts.query, words), parts.fragment))
+
+
+def redact_query(query: str, words: tuple[str, ...]) -> str:
+    """A query string without the parameters whose name contains a credential word (see :func:`redact_url`)."""
+    if not query or not words:
+        return query
+    pairs = parse_qsl(query, keep_blank_values=True)
     kept = [(name, value) for name, value in pairs if not _is_credential(name, words)]
     if len(kept) == len(pairs):
-        return url
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment))
+        return query
+    return urlencode(kept, errors="replace")
 
 
 def _is_credential(name: str, words: tuple[str, ...]) -> bool:
@@ -148,18 +170,31 @@ def _is_credential(name: str, words: tuple[str, ...]) -> bool:
     return lowered in words or any(word.lower() in words for word in _WORD.findall(name))
 
 
-def _forwarded_for(request: HttpRequest) -> list[str]:
-    forwarded = request.headers.get("forwarded")
-    if forwarded:
-        return [element.get("for", "") for element in _forwarded_elements(forwarded)]
-    chain = request.headers.get("x-forwarded-for", "")[:_MAX_HEADER]
-    return [hop.strip() for hop in chain.split(",") if hop.strip()]
+def _forwarded_for(request: HttpRequest, header: str) -> list[str]:
+    if header == "forwarded":
+        return [element.get("for", "") for element in _forwarded_elements(request.headers.get("forwarded", ""))]
+    return [hop.strip() for hop in _right_end(request.headers.get("x-forwarded-for", "")).split(",") if hop.strip()]
+
+
+def _right_end(value: str) -> str:
+    """The last ``_MAX_HEADER`` characters, without the hop the cut split: proxies append on the right, so a
+    client padding the header can only push out its own hops, never a trusted proxy's."""
+    if len(value) <= _MAX_HEADER:
+        return value
+    return value[-_MAX_HEADER:].partition(",")[2]
 
 
 def _forwarded_elements(value: str) -> list[dict[str, str]]:
-    """RFC 7239 elements: ``for=192.0.2.60;proto=https, for="[2001:db8::1]:4711"`` -> list of dicts."""
+    """RFC 7239 elements: ``for=192.0.2.60;proto=https, for="[2001:db8::1]:4711"`` -> list of dicts.
+
+    An unbalanced quote (which a client can send so that the element its proxy appends disappears inside the
+    quote) makes the whole header one unusable element, so the walk stops at the peer.
+    """
+    value = _right_end(value)
+    if value.count('"') % 2:
+        return [{}]
     elements = []
-    for element in _split_outside_quotes(value[:_MAX_HEADER], ","):
+    for element in _split_outside_quotes(value, ","):
         pairs: dict[str, str] = {}
         for pair in _split_outside_quotes(element, ";"):
             key, sep, raw = pair.partition("=")

@@ -158,7 +158,12 @@ def _app_tracking(attributes: Attributes, events: Iterable[SpanEvent]) -> AppTra
     dimensions = {}
     for key, value in attributes.items():
         suffix = key[len(tracking.DIMENSION_PREFIX) :]
-        if key.startswith(tracking.DIMENSION_PREFIX) and suffix.isdigit() and isinstance(value, str):
+        if (
+            key.startswith(tracking.DIMENSION_PREFIX)
+            and suffix.isascii()
+            and suffix.isdigit()
+            and isinstance(value, str)
+        ):
             dimensions[int(suffix)] = value
     product = {
         part: text
@@ -189,10 +194,16 @@ def _text(attributes: Attributes, *keys: str) -> str | None:
         if isinstance(value, (list, tuple)):
             value = value[0] if value else None
         if isinstance(value, str) and value.strip():
-            return value.strip()
+            return _scrub(value.strip())
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
     return None
+
+
+def _scrub(text: str) -> str:
+    """Replace lone surrogates (no HTTP server decodes into them, but a span may carry anything) with U+FFFD,
+    so that one odd attribute cannot make the UTF-8 encoding of a whole batch fail."""
+    return text if text.isascii() else text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _integer(attributes: Attributes, *keys: str) -> int | None:
@@ -202,7 +213,7 @@ def _integer(attributes: Attributes, *keys: str) -> int | None:
             continue
         if isinstance(value, int):
             return value
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
             return int(value)
     return None
 
@@ -215,7 +226,7 @@ def _headers(attributes: Attributes) -> dict[str, str]:
             continue
         name = key[len(HEADER_ATTRIBUTE_PREFIX) :].lower().replace("_", "-")
         items = value if isinstance(value, (list, tuple)) else (value,)
-        lines = [item.strip() for item in items if isinstance(item, str) and item.strip()]
+        lines = [_scrub(item.strip()) for item in items if isinstance(item, str) and item.strip()]
         # Sanitised values (OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS) carry nothing of use.
         lines = [line for line in lines if line != _REDACTED]
         if lines:

@@ -112,6 +112,9 @@ class Settings:
     dry_run: bool = False
     # Who the visitor is (see policy.py for the reasons behind each default).
     trusted_proxies: tuple[IpNetwork, ...] = DEFAULT_TRUSTED_PROXIES
+    forwarded_header: str = "x-forwarded-for"
+    """The one forwarding header the trusted proxies write: ``x-forwarded-for`` (with ``X-Forwarded-Proto/Host``)
+    or ``forwarded`` (RFC 7239). The other is ignored: a proxy passes it through from the client untouched."""
     anonymize_ip: int = 0
     """How many trailing bytes of the visitor IP to zero before ``cip`` leaves the process (0-3)."""
     daily_visitor_id: bool = False
@@ -164,6 +167,7 @@ class Settings:
         error_page_titles: bool | None = None,
         dry_run: bool | None = None,
         trusted_proxies: Sequence[str] | None = None,
+        forwarded_header: str | None = None,
         anonymize_ip: int | None = None,
         visitor_id: str | None = None,
         honor_gpc: bool | None = None,
@@ -206,6 +210,9 @@ class Settings:
             error_page_titles=read.boolean("ERROR_PAGE_TITLES", "error_page_titles", error_page_titles, True),
             dry_run=dry,
             trusted_proxies=read.networks(trusted_proxies),
+            forwarded_header=read.choice(
+                "FORWARDED_HEADER", "forwarded_header", forwarded_header, ("x-forwarded-for", "forwarded")
+            ),
             anonymize_ip=read.mask(anonymize_ip),
             daily_visitor_id=read.choice("VISITOR_ID", "visitor_id", visitor_id, ("stable", "daily")) == "daily",
             honor_gpc=read.boolean("HONOR_GPC", "honor_gpc", honor_gpc, True),
@@ -316,6 +323,8 @@ class _Reader:
 
     def _items(self, suffix: str, value: Sequence[object] | None) -> tuple[str, ...] | None:
         """A comma-separated list (or the argument's sequence); ``None`` when unset, ``()`` for ``none``."""
+        if isinstance(value, str):
+            value = value.split(",")  # a bare string is a list, as in the variable, not its characters
         if value is not None:
             return tuple(str(item).strip() for item in value if str(item).strip())
         raw = self._raw(suffix, None)
@@ -391,7 +400,7 @@ class _Reader:
         pairs = []
         for item in items:
             key, sep, name = item.partition("=")
-            if not sep or not key.strip().isdigit() or int(key) < 1 or not name.strip():
+            if not sep or not (key.strip().isascii() and key.strip().isdigit()) or int(key) < 1 or not name.strip():
                 raise self._error(
                     "DIMENSIONS", "dimensions", f"has {item!r}", "id=attribute pairs, e.g. 1=enduser.role,2=tenant"
                 )

@@ -40,7 +40,7 @@ def encode_bulk(hits: Sequence[Hit], token_auth: str | None) -> bytes:
     Each item must start with ``?``: Matomo silently drops an item without a query part, which shifts the
     indices of every later item in its answer.
     """
-    body: dict[str, object] = {"requests": ["?" + urlencode(hit) for hit in hits]}
+    body: dict[str, object] = {"requests": ["?" + urlencode(hit, errors="replace") for hit in hits]}
     if token_auth is not None:
         body["token_auth"] = token_auth
     return json.dumps(body, separators=(",", ":")).encode()
@@ -274,7 +274,7 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -29,9 +29,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
     demo.add_argument("--json", action="store_true", help="print the hits as JSON lines instead of a table")
+    _add_gateway_command(commands)
+    # --- `otel-matomo check` (otel_matomo/cli/check.py) ---
+    from otel_matomo.cli import check  # noqa: PLC0415 - next to its use, apart from the other commands
+
+    check.add_parser(commands)
+    # --- end of `check` ---
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "check":
+        return check.run(args)
     try:
+        if args.command == "gateway":
+            from otel_matomo.gateway import run_gateway  # noqa: PLC0415 - needs the optional [gateway] extra
+
+            return run_gateway(
+                host=args.host,
+                port=args.port,
+                token_file=args.token_file,
+                sites=args.sites,
+                max_body_size=args.max_body_size,
+                queue_size=args.queue_size,
+                drain_timeout=args.drain_timeout,
+            )
         from otel_matomo.cli.demo import run_demo  # noqa: PLC0415 - needs the optional [demo] extra
 
         return run_demo(as_json=args.json)
@@ -39,5 +59,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"otel-matomo: invalid configuration: {error}", file=sys.stderr)
         return 2
     except ImportError as error:
-        print(f"otel-matomo demo needs the demo extra: pip install 'otel-matomo[demo]' ({error})", file=sys.stderr)
+        extra = args.command
+        print(
+            f"otel-matomo {extra} needs the {extra} extra: pip install 'otel-matomo[{extra}]' ({error})",
+            file=sys.stderr,
+        )
         return 2
+
+
+def _add_gateway_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``otel-matomo gateway``; each flag overrides its ``OTEL_MATOMO_GATEWAY_*`` variable (see the README)."""
+    gateway = commands.add_parser(
+        "gateway",
+        help="receive OTLP/HTTP traces from any language and send their HTTP server spans to Matomo",
+        description=(
+            "An OTLP/HTTP traces receiver (POST /v1/traces, protobuf or JSON, gzip) for back ends in any language "
+            "or an OpenTelemetry Collector. HTTP server spans become Matomo hits exactly as with the exporter, "
+            "configured by the same OTEL_EXPORTER_MATOMO_* variables. Stops gracefully on SIGTERM."
+        ),
+    )
+    gateway.add_argument("--host", help="address to listen on (default 127.0.0.1; OTEL_MATOMO_GATEWAY_HOST)")
+    gateway.add_argument("--port", type=int, help="TCP port (default 4318; OTEL_MATOMO_GATEWAY_PORT)")
+    gateway.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="file holding the bearer token senders must present (OTEL_MATOMO_GATEWAY_TOKEN_FILE; or the token "
+        "itself in OTEL_MATOMO_GATEWAY_TOKEN)",
+    )
+    gateway.add_argument(
+        "--sites",
+        metavar="SERVICE=ID,...",
+        help="Matomo site id per resource service.name, e.g. shop=1,blog=2 (OTEL_MATOMO_GATEWAY_SITES); other "
+        "services go to OTEL_EXPORTER_MATOMO_SITE_ID, or are rejected when it is unset",
+    )
+    gateway.add_argument(
+        "--max-body-size",
+        type=int,
+        metavar="BYTES",
+        help="largest request body, before and after gzip (default 16 MiB; OTEL_MATOMO_GATEWAY_MAX_BODY_SIZE)",
+    )
+    gateway.add_argument(
+        "--queue-size",
+        type=int,
+        metavar="HITS",
+        help="hits waiting for Matomo before senders get 429 (default 10000; OTEL_MATOMO_GATEWAY_QUEUE_SIZE)",
+    )
+    gateway.add_argument(
+        "--drain-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="time to deliver the queue at shutdown (default 10; OTEL_MATOMO_GATEWAY_DRAIN_TIMEOUT in ms)",
+    )

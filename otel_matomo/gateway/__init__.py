@@ -1,0 +1,12 @@
+"""``otel-matomo gateway``: Matomo analytics for back ends in any language, through OTLP/HTTP.
+
+Every other back end (Node.js, Java, Go, .NET...) already exports OTLP. The gateway receives those traces on
+``POST /v1/traces`` (directly, or from an OpenTelemetry Collector) and turns their HTTP server spans into
+Matomo hits with the exporter's own :class:`~otel_matomo.pipeline.Pipeline`: it only adds "OTLP span ->
+request view", never a second translation. Needs the ``gateway`` extra (opentelemetry-proto, uvicorn).
+"""
+
+from otel_matomo.gateway.config import GatewayConfig, matomo_settings
+from otel_matomo.gateway.server import Gateway, run_gateway, serve
+
+__all__ = ["Gateway", "GatewayConfig", "matomo_settings", "run_gateway", "serve"]

@@ -1,0 +1,394 @@
+"""The OTLP/HTTP traces receiver: an ASGI application, and ``otel-matomo gateway`` running it under uvicorn.
+
+Only ``POST /v1/traces`` exists. The request path does cheap and bounded work only (authenticate, read at most
+``max_body_size`` bytes, decompress under the same cap, decode, translate) and answers at once; Matomo is
+reached by the :class:`BackgroundSender`. Status codes follow the OTLP/HTTP specification, because they drive
+what the sender does: 400, 401, 413 and 415 are never retried, 429 and 503 are retried after ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import ipaddress
+import logging
+import signal
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+import uvicorn
+
+from otel_matomo._ratelimit import RateLimitedLog
+from otel_matomo.gateway.config import ENV_PREFIX, GatewayConfig, matomo_settings
+from otel_matomo.gateway.otlp import (
+    SPAN_KIND_SERVER,
+    Encoding,
+    MalformedPayload,
+    PayloadTooLarge,
+    SpanRecord,
+    StatusCode,
+    TraceRequest,
+    decode,
+    export_response,
+    gunzip,
+    http_request_of,
+    status_body,
+)
+from otel_matomo.gateway.sender import Admission, BackgroundSender
+from otel_matomo.hits import Hit
+from otel_matomo.pipeline import ExportStats, Pipeline
+from otel_matomo.settings import Settings
+
+__all__ = ["TRACES_PATH", "Gateway", "run_gateway", "serve"]
+
+_logger = logging.getLogger("otel_matomo.gateway")
+
+TRACES_PATH = "/v1/traces"
+_RETRY_AFTER_S = 5
+"""Seconds a sender should wait after 429 or 503: about one bulk request to Matomo."""
+_GZIP = frozenset({"gzip", "x-gzip"})
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class _Disconnected(Exception):
+    """The client went away before its body arrived; there is no one to answer."""
+
+
+class _Site:
+    """One Matomo site's pipeline, with a lock that makes its malformed-span count attributable to one request."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.pipeline = Pipeline(settings)
+        self._lock = threading.Lock()
+
+    def translate(self, spans: list[SpanRecord]) -> tuple[list[Hit], int]:
+        """The hits of ``spans``, and how many of them could not be translated (for ``partial_success``)."""
+        with self._lock:
+            before = self.pipeline.stats.malformed_spans
+            hits = self.pipeline.translate(spans, http_request_of)
+            return hits, self.pipeline.stats.malformed_spans - before
+
+
+class Gateway:
+    """The ASGI application: OTLP trace export requests in, Matomo hits queued for the background sender.
+
+    ``settings`` are the ``OTEL_EXPORTER_MATOMO_*`` settings shared by every site; each Matomo site named in
+    ``config.sites`` gets a copy with its own site id and its own :class:`Pipeline`, so translation and delivery
+    are the exporter's, one code path. ``settings.site_id`` is the site of services the mapping does not name,
+    unless ``default_site`` is false: their spans are then rejected. The sender thread starts here; call
+    :meth:`close` (the ASGI lifespan shutdown does) to drain it.
+    """
+
+    def __init__(self, config: GatewayConfig, settings: Settings, *, default_site: bool = True) -> None:
+        self.config = config
+        site_ids = set(config.sites.values()) | ({settings.site_id} if default_site else set())
+        self._sites = {site_id: _Site(dataclasses.replace(settings, site_id=site_id)) for site_id in sorted(site_ids)}
+        self._by_service = {service: self._sites[site_id] for service, site_id in config.sites.items()}
+        self._default = self._sites[settings.site_id] if default_site else None
+        self._token = config.token.encode() if config.token is not None else None
+        self._sender = BackgroundSender(config.queue_size)
+        self._log = RateLimitedLog(_logger)
+        self._close_lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def stats(self) -> dict[int, ExportStats]:
+        """Running totals per Matomo site id."""
+        return {site_id: site.pipeline.stats for site_id, site in self._sites.items()}
+
+    def close(self) -> None:
+        """Refuse new requests (503), deliver what is queued within the drain timeout, then stop; idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        left = self._sender.close(self.config.drain_timeout, cancel=self._close_pipelines)
+        if left:
+            _logger.warning(
+                "otel-matomo gateway lost %d hits still queued after the %.1f s drain timeout",
+                left,
+                self.config.drain_timeout,
+            )
+        for site_id, stats in self.stats.items():
+            _logger.info(
+                "otel-matomo gateway, site %d: %d hits sent, %d tracked, %d invalid, %d lost, %d malformed spans",
+                site_id,
+                stats.requests,
+                stats.tracked,
+                stats.invalid,
+                stats.lost,
+                stats.malformed_spans,
+            )
+
+    def _close_pipelines(self) -> None:
+        for site in self._sites.values():
+            site.pipeline.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point."""
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            answer = await self._handle(scope, receive)
+        except _Disconnected:
+            return
+        headers = [(b"content-type", answer.content_type.encode())]
+        headers += [(name.encode(), value.encode()) for name, value in answer.headers]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                # The server has stopped accepting connections and finished the requests in flight.
+                await anyio.to_thread.run_sync(self.close)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _handle(self, scope: Scope, receive: Receive) -> _Answer:
+        if scope["path"] != TRACES_PATH:
+            return _Answer(404, b"not found: OTLP/HTTP traces go to POST /v1/traces\n")
+        if scope["method"] != "POST":
+            return _Answer(405, b"method not allowed: use POST\n", headers=(("allow", "POST"),))
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        encoding = Encoding.of(headers.get("content-type"))
+        if not self._authorized(headers.get("authorization")):
+            return _error(
+                encoding,
+                401,
+                StatusCode.UNAUTHENTICATED,
+                "missing or wrong bearer token (Authorization: Bearer <token>)",
+                headers=(("www-authenticate", 'Bearer realm="otel-matomo"'),),
+            )
+        if encoding is None:
+            return _Answer(
+                415, b"unsupported content type: expected application/x-protobuf or application/json (OTLP/HTTP)\n"
+            )
+        content_encoding = headers.get("content-encoding", "identity").strip().lower() or "identity"
+        if content_encoding != "identity" and content_encoding not in _GZIP:
+            return _error(
+                encoding,
+                415,
+                StatusCode.INVALID_ARGUMENT,
+                f"unsupported Content-Encoding {content_encoding!r}: use gzip",
+            )
+        length = headers.get("content-length", "").strip()
+        if length.isdigit() and int(length) > self.config.max_body_size:
+            return self._too_large(encoding)
+        if self._sender.closing:
+            return _unavailable(encoding, 503, "the gateway is shutting down")
+        if not self._sender.accepting:
+            return _unavailable(encoding, 429, "the gateway's queue to Matomo is full")
+        body = await _read_body(receive, self.config.max_body_size)
+        if body is None:
+            return self._too_large(encoding)
+        return await anyio.to_thread.run_sync(self._accept, body, encoding, content_encoding in _GZIP)
+
+    def _authorized(self, authorization: str | None) -> bool:
+        if self._token is None:
+            return True
+        scheme, _, credentials = (authorization or "").strip().partition(" ")
+        # compare_digest: the time taken must not tell an attacker how much of a guess was right.
+        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), self._token)
+
+    def _accept(self, body: bytes, encoding: Encoding, gzipped: bool) -> _Answer:
+        """Decode, translate and queue one export request (in a worker thread: this is the CPU-bound part)."""
+        try:
+            request = decode(gunzip(body, self.config.max_body_size) if gzipped else body, encoding)
+        except PayloadTooLarge:
+            return self._too_large(encoding)
+        except MalformedPayload as error:
+            return _error(encoding, 400, StatusCode.INVALID_ARGUMENT, str(error))
+        work, rejections = self._translate(request)
+        admission = self._sender.offer(work)
+        if admission is Admission.FULL:
+            return _unavailable(encoding, 429, "the gateway's queue to Matomo is full")
+        if admission is Admission.CLOSED:
+            return _unavailable(encoding, 503, "the gateway is shutting down")
+        return _Answer(200, export_response(encoding, rejections), encoding.value)
+
+    def _translate(self, request: TraceRequest) -> tuple[list[tuple[Pipeline, list[Hit]]], Counter[str]]:
+        """Hits per site; only SERVER spans can be requests, and the resource's service.name picks the site."""
+        rejections = Counter(request.rejections)
+        by_site: dict[int, tuple[_Site, list[SpanRecord]]] = {}
+        for span in request.spans:
+            if span.kind != SPAN_KIND_SERVER:
+                continue
+            site = self._by_service.get(span.service_name or "", self._default)
+            if site is None:
+                service = span.service_name or "(none)"
+                rejections[f"SERVER spans from service.name {service!r}, which maps to no Matomo site"] += 1
+                self._log.log(
+                    logging.WARNING,
+                    f"unmapped-{service}",
+                    "otel-matomo gateway rejected spans of service.name %r: %sSITES does not name it and "
+                    "OTEL_EXPORTER_MATOMO_SITE_ID is not set",
+                    service,
+                    ENV_PREFIX,
+                )
+                continue
+            by_site.setdefault(id(site), (site, []))[1].append(span)
+        work: list[tuple[Pipeline, list[Hit]]] = []
+        for site, spans in by_site.values():
+            hits, malformed = site.translate(spans)
+            if malformed:
+                rejections["SERVER spans that could not be translated (the gateway logs why)"] += malformed
+            if hits:
+                work.append((site.pipeline, hits))
+        return work, rejections
+
+    def _too_large(self, encoding: Encoding) -> _Answer:
+        return _error(
+            encoding,
+            413,
+            StatusCode.RESOURCE_EXHAUSTED,
+            f"the request body exceeds {self.config.max_body_size} bytes ({ENV_PREFIX}MAX_BODY_SIZE); "
+            "send smaller batches",
+        )
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or ``None`` as soon as it exceeds ``limit`` (chunked bodies announce no length)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _error(
+    encoding: Encoding | None, status: int, code: StatusCode, message: str, headers: tuple[tuple[str, str], ...] = ()
+) -> _Answer:
+    if encoding is None:
+        return _Answer(status, (message + "\n").encode(), headers=headers)
+    return _Answer(status, status_body(encoding, code, message), encoding.value, headers)
+
+
+def _unavailable(encoding: Encoding, status: int, message: str) -> _Answer:
+    return _error(
+        encoding,
+        status,
+        StatusCode.RESOURCE_EXHAUSTED if status == 429 else StatusCode.UNAVAILABLE,
+        f"{message}; retry later",
+        headers=(("retry-after", str(_RETRY_AFTER_S)),),
+    )
+
+
+def serve(gateway: Gateway) -> None:
+    """Serve ``gateway`` under uvicorn until SIGTERM or SIGINT, then drain it.
+
+    On a signal uvicorn stops accepting connections, lets the requests in flight finish (within the drain
+    timeout), then sends the ASGI lifespan shutdown, on which the gateway drains its queue to Matomo.
+    """
+    config = gateway.config
+    server = uvicorn.Server(
+        uvicorn.Config(
+            gateway,
+            host=config.host,
+            port=config.port,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=max(1, round(config.drain_timeout)),
+        )
+    )
+    try:
+        server.run()
+    finally:
+        gateway.close()  # when the lifespan shutdown did not run (a second Ctrl-C), or the server failed
+
+
+def run_gateway(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    token_file: str | None = None,
+    sites: str | None = None,
+    max_body_size: int | None = None,
+    queue_size: int | None = None,
+    drain_timeout: float | None = None,
+) -> int:
+    """``otel-matomo gateway``: configure from the flags and the environment, serve, drain; the exit code."""
+    config = GatewayConfig.from_env(
+        host=host,
+        port=port,
+        token_file=token_file,
+        sites=sites,
+        max_body_size=max_body_size,
+        queue_size=queue_size,
+        drain_timeout=drain_timeout,
+    )
+    settings, default_site = matomo_settings(config.sites)
+    _logger.setLevel(logging.INFO)
+    if config.token is None and not _is_loopback(config.host):
+        _logger.warning(
+            "otel-matomo gateway listens on %s without a bearer token: anyone who can reach it can send fake "
+            "visits to Matomo. Set %sTOKEN or --token-file.",
+            config.host,
+            ENV_PREFIX,
+        )
+    gateway = Gateway(config, settings, default_site=default_site)
+    # uvicorn re-raises the signal that stopped it once it is done; after a graceful drain that is a normal
+    # end, not a KeyboardInterrupt traceback or a death by SIGTERM.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _exit_normally)
+    _logger.info(
+        "otel-matomo gateway: OTLP/HTTP traces on http://%s:%d%s -> %s, sites %s",
+        config.host,
+        config.port,
+        TRACES_PATH,
+        settings.endpoint_for_logs,
+        _describe_sites(config, settings, default_site),
+    )
+    serve(gateway)
+    return 0
+
+
+def _exit_normally(signum: int, frame: object) -> None:  # noqa: ARG001 - the signal handler signature
+    raise SystemExit(0)
+
+
+def _describe_sites(config: GatewayConfig, settings: Settings, default_site: bool) -> str:
+    mapped = [f"{service}={site_id}" for service, site_id in config.sites.items()]
+    fallback = f"other services={settings.site_id}" if default_site else "other services rejected"
+    return ", ".join([*mapped, fallback])
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
