@@ -31,6 +31,7 @@ from opentelemetry.trace import SpanKind
 from otel_matomo import tracking
 from otel_matomo._ratelimit import RateLimitedLog
 from otel_matomo.buffer import HitBuffer, MemoryBuffer, SpoolBuffer
+from otel_matomo.diagnostics import SpanDiagnostics
 from otel_matomo.exporter import read_span
 from otel_matomo.pipeline import ExportStats, Pipeline
 from otel_matomo.settings import Settings
@@ -72,6 +73,8 @@ class MatomoSpanProcessor(SpanProcessor):
     _failures: int
     _next_attempt: float
     _worker: threading.Thread
+    _diagnostics: SpanDiagnostics
+    _waiting: int
 
     def __init__(self, *, settings: Settings | None = None, **options: Any) -> None:
         if settings is not None and options:
@@ -155,6 +158,10 @@ class MatomoSpanProcessor(SpanProcessor):
 
     def _init_state(self) -> None:
         self._pipeline = Pipeline(self._settings)
+        self._diagnostics = SpanDiagnostics()
+        self._waiting = 0
+        # The gauge reads a count the worker keeps: the spool's length is an SQLite query on the worker's connection.
+        self._pipeline.metrics.observe_queue_length(lambda: self._waiting + len(self._queue))
         self._buffer = self._make_buffer()
         self._lock = threading.Lock()
         self._queue = collections.deque()
@@ -205,6 +212,7 @@ class MatomoSpanProcessor(SpanProcessor):
             self._queue.clear()
             flushes, self._flush_requests = self._flush_requests, []
             started = self._take_started(final)
+        self._diagnostics.observe(spans)
         hits = self._pipeline.translate([*started, *spans], read_span)
         if hits:
             drops = self._buffer.add(hits, time.time())
@@ -218,6 +226,7 @@ class MatomoSpanProcessor(SpanProcessor):
                     reason,
                 )
         self._send_buffer(force=bool(flushes) or final)
+        self._waiting = len(self._buffer)
         for done in flushes:
             if len(self._buffer) == 0:
                 done.set()
@@ -244,6 +253,7 @@ class MatomoSpanProcessor(SpanProcessor):
             result = self._pipeline.send(batch.hits, retry=False)
             if result.outcome in (Outcome.GAVE_UP, Outcome.CANCELLED):
                 self._buffer.release(batch)
+                self._pipeline.metrics.retry()
                 self._failures += 1
                 delay = result.retry_after if result.retry_after is not None else backoff(self._failures)
                 self._next_attempt = time.monotonic() + min(delay, 60.0)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from otel_matomo.autoconfig import CAPTURE_ENV, REQUEST_HEADERS
-from otel_matomo.settings import ENV_PREFIX, read_flag
+from otel_matomo.settings import read_flag
 
 __all__ = [
     "SANITIZE_ENV",
@@ -28,14 +28,11 @@ __all__ = [
     "header_capture",
     "header_capture_messages",
     "log_once",
-    "report_header_capture",
     "report_sdk_exporters",
     "report_span_counts",
-    "report_token_refused",
     "sdk_exporter_problems",
     "semconv_mode",
     "span_count_messages",
-    "token_refused_message",
     "traces_exporter_names",
 ]
 
@@ -197,16 +194,6 @@ def header_capture_messages(capture: HeaderCapture) -> list[str]:
             + ", ".join(repr(pattern) for pattern in capture.invalid_patterns)
         )
     return messages
-
-
-def report_header_capture(environ: Mapping[str, str] | None = None) -> None:
-    """Log :func:`header_capture_messages` for this environment, once per process."""
-    try:
-        messages = header_capture_messages(header_capture(environ))
-    except Exception:  # noqa: BLE001 - the exporter reports configuration errors itself
-        return
-    for index, message in enumerate(messages):
-        log_once(f"header-capture-{index}", logging.WARNING, "otel-matomo: %s", message)
 
 
 def semconv_mode(environ: Mapping[str, str] | None = None) -> str:
@@ -420,27 +407,4 @@ def report_sdk_exporters(environ: Mapping[str, str] | None = None) -> None:
         for index, problem in enumerate(sdk_exporter_problems(environ)):
             log_once(f"sdk-exporters-{index}", logging.ERROR, "otel-matomo: %s", problem)
     except Exception:  # noqa: BLE001 - diagnostics never break start-up
-        return
-
-
-# --- Matomo refusing every hit that needs the token ------------------------------------------------------
-
-
-def token_refused_message(site_id: int | str, refused: int) -> str:
-    """Why Matomo refuses every hit carrying the visitor IP (``cip``), which needs a write token."""
-    return (
-        f"Matomo refused all {refused} hits that carry the visitor IP (cip) for site {site_id}. Matomo accepts "
-        f"cip only from a token_auth with write or admin access to that site: either "
-        f"{ENV_PREFIX}SITE_ID names a site the token may not write to (wrong site id, or a view-only token), "
-        f"or the token was created as 'secure only' (the Matomo 5 default), which Matomo refuses inside bulk "
-        f"requests (Matomo bug #22910). Run `otel-matomo check` to see which"
-    )
-
-
-def report_token_refused(site_id: int | str, refused: int) -> None:
-    """Log :func:`token_refused_message` once per process and site; call it when every hit with ``cip`` was invalid."""
-    try:
-        message = token_refused_message(site_id, refused)
-        log_once(f"token-refused-{site_id}", logging.ERROR, "otel-matomo: %s", message)
-    except Exception:  # noqa: BLE001 - diagnostics never break the export
         return

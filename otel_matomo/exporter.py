@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -10,12 +11,18 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
+from otel_matomo.diagnostics import SpanDiagnostics, report_sdk_exporters
 from otel_matomo.hits import Hit
 from otel_matomo.pipeline import ExportStats, Pipeline
 from otel_matomo.request import HttpRequest, http_request_from_span_data
 from otel_matomo.settings import Settings
 
 __all__ = ["MatomoSpanExporter", "read_span"]
+
+if "matomo" in os.environ.get("OTEL_TRACES_EXPORTER", ""):
+    # opentelemetry-instrument imports every configured exporter class before it builds any: this import is the
+    # one moment our code runs before a missing metrics or logs exporter makes the whole SDK set-up fail.
+    report_sdk_exporters()
 
 
 class MatomoSpanExporter(SpanExporter):
@@ -33,6 +40,7 @@ class MatomoSpanExporter(SpanExporter):
             raise TypeError("pass either settings= or keyword options, not both")
         self._settings = settings or Settings.from_env(**options)
         self._pipeline = Pipeline(self._settings)
+        self._diagnostics = SpanDiagnostics()
         self._shut_down = False
 
     @property
@@ -49,6 +57,7 @@ class MatomoSpanExporter(SpanExporter):
         """Translate the batch's HTTP server spans and send them in one bulk request."""
         if self._shut_down:
             return SpanExportResult.FAILURE
+        self._diagnostics.observe(spans)
         try:
             delivered = self._pipeline.deliver(self._pipeline.translate(spans, read_span))
         except Exception:

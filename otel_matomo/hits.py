@@ -179,8 +179,9 @@ def action_name(request: HttpRequest, settings: Settings) -> str:
 
     The route template, not the raw path, so that one route is one row in Matomo's page titles report.
     Error titles follow the convention of Matomo's JavaScript tracker FAQ and its log importer:
-    ``404/URL = <encoded path?query>/From = <encoded referrer>``, which Matomo groups under "404"; their query
-    and referrer are redacted like ``url`` and ``urlref``.
+    ``404/URL = <encoded path?query>/From = <encoded referrer>``. With Matomo 5's default (empty)
+    ``action_title_category_delimiter`` each such title is its own row, found by its ``404/URL = `` prefix; the
+    query and referrer in it are redacted like ``url`` and ``urlref``.
     """
     if settings.error_page_titles and request.status is not None and request.status >= 400:
         query = redact_query(request.query, settings.redact_query_params)

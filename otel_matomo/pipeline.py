@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import TypeVar
 
 from otel_matomo._ratelimit import RateLimitedLog
 from otel_matomo.hits import Hit, request_hits
+from otel_matomo.metrics import PipelineMetrics
 from otel_matomo.policy import skip_reason
 from otel_matomo.request import HttpRequest
 from otel_matomo.settings import Settings
@@ -65,8 +67,11 @@ class ExportStats:
 class Pipeline:
     """Translate records into hits and deliver them; thread-safe counters, no exception escapes ``deliver``."""
 
-    def __init__(self, settings: Settings, transport: Transport | None = None) -> None:
+    def __init__(
+        self, settings: Settings, transport: Transport | None = None, metrics: PipelineMetrics | None = None
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics if metrics is not None else PipelineMetrics()
         self._transport = transport if transport is not None or settings.dry_run else Transport(settings)
         self._stats = ExportStats()
         self._lock = threading.Lock()
@@ -130,19 +135,24 @@ class Pipeline:
             for hit in hits:
                 hits_logger.info("%s", json.dumps(hit), extra={"hit": hit})
             return SendResult(Outcome.DELIVERED, tracked=len(hits))
+        self.metrics.hits_sent(len(hits))
+        started = time.monotonic()
         try:
             result = self._transport.send(hits, retry=retry)
         except Exception:  # noqa: BLE001 - never into the caller's thread
             self._log.log(
                 logging.ERROR, "bug", "otel-matomo lost %d hits to an unexpected error", len(hits), exc_info=True
             )
-            with self._lock:
-                self._stats.lost += len(hits)
+            self.count_dropped("lost", len(hits))
             return SendResult(Outcome.REJECTED)
         with self._lock:
             self._stats.batches += 1
             self._stats.tracked += result.tracked
             self._stats.invalid += result.invalid
+        self.metrics.export_duration(time.monotonic() - started, result.outcome)
+        self.metrics.retry(result.attempts - 1)
+        self.metrics.hits_tracked(result.tracked)
+        self.metrics.hits_invalid(result.invalid)
         return result
 
     def count_dropped(self, reason: str, count: int) -> None:
@@ -150,6 +160,8 @@ class Pipeline:
         if count:
             with self._lock:
                 setattr(self._stats, reason, getattr(self._stats, reason) + count)
+            if reason != "requests":
+                self.metrics.hits_dropped("malformed" if reason == "malformed_spans" else reason, count)
 
     def close(self) -> None:
         """End any retry wait at once and release connections."""

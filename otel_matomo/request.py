@@ -124,6 +124,8 @@ def http_request_from_span_data(
     if method == "_OTHER":
         method = _text(attributes, "http.request.method_original") or method
     route = _text(attributes, "http.route")
+    if route is not None and not route.startswith("/"):
+        route = "/" + route  # Django's routes have no leading slash: "articles/<slug:slug>"
     path, query = _path_and_query(name, method, route, attributes)
     headers = _headers(attributes)
     return HttpRequest(

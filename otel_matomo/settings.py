@@ -244,6 +244,13 @@ class Settings:
             spool_dir=read.text("SPOOL_DIR", spool_dir, "") or None,
         )
         settings._warn_about_plain_http()
+        if token is None and not dry:
+            _logger.warning(
+                "otel-matomo has no token_auth (%sTOKEN_AUTH): Matomo accepts the visitor IP (cip) only with a "
+                "token that may write to the site, so every visit will be recorded with this server's IP address "
+                "(wrong locations). Set a token created without 'Only allow secure requests'.",
+                ENV_PREFIX,
+            )
         return settings
 
     def __repr__(self) -> str:

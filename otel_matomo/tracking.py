@@ -77,8 +77,10 @@ rejected: Counter[str] = Counter()
 _Builder = Callable[[], dict[str, AttributeValue]]
 """Builds a call's attributes, raising TypeError/ValueError on a wrong argument."""
 
-_server_spans: dict[int, Span] = {}
-"""The live server span of each trace in this process, for calls made under nested spans."""
+_by_span: dict[int, Span] = {}
+"""Span id of every live recorded span under a server span -> that server span."""
+_by_trace: dict[int, Span] = {}
+"""Trace id -> the latest live server span of that trace in this process."""
 _registry_lock = threading.Lock()
 
 
@@ -101,7 +103,7 @@ class TrackingProcessor(SpanProcessor):
     """
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:  # noqa: ARG002 - SDK signature
-        """Register a server span under its trace id."""
+        """Remember which server span ``span`` belongs to."""
         register(span)
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -110,18 +112,29 @@ class TrackingProcessor(SpanProcessor):
 
 
 def register(span: Span) -> None:
-    """Make ``span`` the target of tracking calls made under its trace, if it is a server span."""
-    if span.kind is SpanKind.SERVER:
-        with _registry_lock:
-            _server_spans[span.context.trace_id] = span
+    """Map ``span`` to its request's server span: itself, or its parent's.
+
+    Keyed by span id so that two requests of one trace (a fan-out with one ``traceparent``) never swap facts;
+    the trace-id map serves spans that are not recorded (a sampler dropped them) and so never start here.
+    """
+    context = span.context
+    with _registry_lock:
+        if span.kind is SpanKind.SERVER:
+            _by_span[context.span_id] = span
+            _by_trace[context.trace_id] = span
+        elif span.parent is not None and (server := _by_span.get(span.parent.span_id)) is not None:
+            _by_span[context.span_id] = server
 
 
 def unregister(span: ReadableSpan) -> None:
-    """Forget a server span (at its end)."""
-    if span.kind is SpanKind.SERVER and span.context is not None:
-        with _registry_lock:
-            if _server_spans.get(span.context.trace_id) is span:
-                del _server_spans[span.context.trace_id]
+    """Forget a span at its end (the SDK hands ``on_end`` a new object, so compare ids, not objects)."""
+    context = span.context
+    if context is None:
+        return
+    with _registry_lock:
+        server = _by_span.pop(context.span_id, None)
+        if span.kind is SpanKind.SERVER and server is not None and _by_trace.get(context.trace_id) is server:
+            del _by_trace[context.trace_id]
 
 
 def track_event(category: str, action: str, name: str | None = None, value: float | None = None) -> None:
@@ -253,10 +266,11 @@ def _request_span() -> Span | None:
     context = current.get_span_context()
     if not context.is_valid:
         return None
-    with _registry_lock:
-        span = _server_spans.get(context.trace_id)
-    if span is None and isinstance(current, Span) and current.kind is SpanKind.SERVER:
-        span = current
+    if isinstance(current, Span) and current.kind is SpanKind.SERVER:
+        span: Span | None = current
+    else:
+        with _registry_lock:
+            span = _by_span.get(context.span_id) or _by_trace.get(context.trace_id)
     return span if span is not None and span.is_recording() else None
 
 
@@ -281,7 +295,7 @@ def _set_attributes(call: str, build: _Builder) -> None:
 def _validated(call: str, build: _Builder) -> dict[str, AttributeValue] | None:
     try:
         return build()
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, ArithmeticError) as error:
         if _strict():
             raise ValueError(f"otel_matomo.{call}: {error}") from None
         rejected[call] += 1
@@ -301,6 +315,13 @@ def _text(argument: str, value: object) -> str:
     return value
 
 
+def _plain_text(argument: str, value: object) -> str:
+    """A str that may be empty."""
+    if not isinstance(value, str):
+        raise TypeError(f"{argument} must be a str, not {type(value).__name__}")
+    return value
+
+
 def _optional_text(key: str, argument: str, value: object) -> Mapping[str, str]:
     return {} if value is None else {key: _text(argument, value)}
 
@@ -308,6 +329,8 @@ def _optional_text(key: str, argument: str, value: object) -> Mapping[str, str]:
 def _number(argument: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{argument} must be a number, not {type(value).__name__}")
+    if isinstance(value, int) and abs(value) > 2**53:
+        raise ValueError(f"{argument} is too large to track exactly: {value}")
     if not math.isfinite(value):
         raise ValueError(f"{argument} must be finite, not {value}")
     return float(value)
@@ -341,8 +364,8 @@ def _items(items: Iterable[EcommerceItem]) -> str:
         rows.append(
             [
                 _text("item sku", item.sku),
-                item.name,
-                item.category,
+                _plain_text("item name", item.name),
+                _plain_text("item category", item.category),
                 _number("item price", item.price),
                 _count("item quantity", item.quantity),
             ]

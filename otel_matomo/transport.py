@@ -53,6 +53,8 @@ class BulkAnswer:
     tracked: int
     invalid: int
     invalid_indices: tuple[int, ...] = ()
+    superuser: bool = False
+    """Matomo sends ``invalid_indices`` only when the token is a Super User's: then the token is not the cause."""
 
 
 class MalformedAnswer(ValueError):
@@ -75,7 +77,9 @@ def parse_bulk_answer(body: bytes) -> BulkAnswer:
     indices = data.get("invalid_indices", [])
     if type(invalid) is not int or not isinstance(indices, list):
         raise MalformedAnswer("bad 'invalid' fields")
-    return BulkAnswer(data["tracked"], invalid, tuple(i for i in indices if type(i) is int))
+    return BulkAnswer(
+        data["tracked"], invalid, tuple(i for i in indices if type(i) is int), superuser="invalid_indices" in data
+    )
 
 
 class Outcome(enum.Enum):
@@ -124,6 +128,7 @@ class Transport:
         self._shown_endpoint = settings.endpoint_for_logs
         self._token_auth = settings.token_auth
         self._timeout = settings.timeout
+        self._site_id = settings.site_id
         self._client = client or httpx.Client(headers={"User-Agent": "otel-matomo"})
         self._clock = clock
         self._closed = threading.Event()
@@ -231,16 +236,28 @@ class Transport:
             return SendResult(Outcome.REJECTED, invalid=count, attempts=attempt)
         if answer.invalid == 0:
             return SendResult(Outcome.DELIVERED, tracked=answer.tracked, attempts=attempt)
+        if answer.tracked == 0 and answer.invalid == count and answer.superuser:
+            self._log.log(
+                logging.ERROR,
+                "site",
+                "otel-matomo lost %d hits: Matomo refused all of them although the token_auth is a Super User's: "
+                "is idsite %d a site of this Matomo (OTEL_EXPORTER_MATOMO_SITE_ID)?",
+                count,
+                self._site_id,
+            )
+            return SendResult(Outcome.REJECTED, invalid=count, attempts=attempt)
         if answer.tracked == 0 and answer.invalid == count and self._token_auth is not None:
             self._log.log(
                 logging.ERROR,
                 "secure-only",
                 "otel-matomo lost %d hits: Matomo refused every hit of a batch sent with a token_auth. "
-                "Either the token may not write to this site, or it was created as 'secure only' (the "
-                "Matomo 5 default), which Matomo refuses inside bulk requests (Matomo bug #22910). Create a "
-                "token without 'Only allow secure requests'; note that repeated failures can get this "
-                "server's IP blocked by Matomo's brute-force detection.",
+                "Either the token may not write to site %d (wrong OTEL_EXPORTER_MATOMO_SITE_ID, or a view-only "
+                "token), or it was created as 'secure only' (the Matomo 5 default), which Matomo refuses inside "
+                "bulk requests (Matomo bug #22910). Create a token without 'Only allow secure requests' and run "
+                "`otel-matomo check`; repeated failures can get this server's IP blocked by Matomo's brute-force "
+                "detection.",
                 count,
+                self._site_id,
             )
             return SendResult(Outcome.REJECTED, invalid=count, attempts=attempt)
         outcome = Outcome.PARTIAL if answer.tracked else Outcome.REJECTED

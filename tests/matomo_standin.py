@@ -1,16 +1,26 @@
 """A local stand-in for ``matomo.php`` that validates bulk requests the way Matomo 5 does.
 
-Its rules are the ones the real Matomo showed (``tests/real_matomo`` checks them against it): an item without
-``?`` is dropped silently, ``cip`` and a ``cdt`` older than 24 h need a valid token, an unknown site or a malformed
-``cid`` makes the item invalid, a "secure only" token is refused inside bulk bodies (Matomo bug #22910), and
-``invalid_indices`` only comes back for a Super User's token. It can be switched down, slow, failing or
-malformed to exercise the exporter's failure paths.
+Its rules are the ones the real Matomo 5.3.1 showed (``tests/real_matomo/test_standin_fidelity.py`` sends the
+same bulk bodies to both and compares the answers):
+
+- a string item is kept only when it has a non-empty query part (``?`` and something after it); other strings
+  are dropped silently, which shifts the indices of the later items; JSON-object items are kept as parameters;
+- ``cip`` and a ``cdt`` older than 24 h need a token that authenticates (Super User or write access); any other
+  token, wrong, view-only or "secure only", is never checked for hits that need none: they are tracked;
+- a "secure only" token never authenticates inside a bulk body (Matomo bug #22910): its ``cip``/old ``cdt`` hits
+  are refused, the others tracked;
+- an unknown or missing ``idsite``, and a non-empty ``cid`` that is not exactly 16 characters (any characters:
+  Matomo checks the length only), make the item invalid;
+- ``invalid_indices`` only comes back for a Super User's token, and only when some item was kept;
+- a body that is not a bulk request (not JSON, or no ``requests``) gets HTTP 400 with Matomo's HTML notice.
+
+It can be switched down, slow, failing or malformed to exercise the exporter's failure paths.
 """
 
 from __future__ import annotations
 
+import calendar
 import json
-import re
 import sys
 import threading
 import time
@@ -21,7 +31,13 @@ from urllib.parse import parse_qsl
 SUPERUSER_TOKEN = "a" * 32
 WRITE_TOKEN = "b" * 32
 SECURE_ONLY_TOKEN = "c" * 32
-_CID = re.compile(r"[0-9a-f]{16}")
+_CID_LENGTH = 16
+_OLD_CDT_S = 86400
+_NOT_BULK = (
+    b"This resource is part of Matomo. Keep full control of your data with the leading free and open source "
+    b"web analytics & conversion optimisation platform.<br>\nThis file is the endpoint for the Matomo tracking API."
+)
+"""What Matomo answers (HTTP 400, text/html) to a POST that is not a bulk request."""
 
 
 class _QuickServer(ThreadingHTTPServer):
@@ -118,22 +134,28 @@ class MatomoStandIn:
         if behaviour.delay:
             time.sleep(behaviour.delay)
         status, answer = self._answer(raw, path, behaviour)
+        content_type = "application/json"
         with self._lock:
             try:
                 body = json.loads(raw)
             except ValueError:
                 body = {"unparsable": raw.decode("utf-8", "replace")}
             self.received.append(Received(path, query, body, status, arrived))
-        payload = behaviour.body if behaviour.body is not None and status == 200 else json.dumps(answer).encode()
+        if behaviour.body is not None and status == 200:
+            payload = behaviour.body
+        elif isinstance(answer, bytes):
+            payload, content_type = answer, "text/html; charset=UTF-8"
+        else:
+            payload = json.dumps(answer).encode()
         handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Type", content_type)
         if behaviour.retry_after is not None and status != 200:
             handler.send_header("Retry-After", behaviour.retry_after)
         handler.send_header("Content-Length", str(len(payload)))
         handler.end_headers()
         handler.wfile.write(payload)
 
-    def _answer(self, raw: bytes, path: str, behaviour: Behaviour) -> tuple[int, dict[str, object]]:
+    def _answer(self, raw: bytes, path: str, behaviour: Behaviour) -> tuple[int, dict[str, object] | bytes]:
         if behaviour.fail_next > 0:
             behaviour.fail_next -= 1
             status = behaviour.status
@@ -146,15 +168,16 @@ class MatomoStandIn:
             return 404, {"status": "error", "message": "not found"}
         try:
             body = json.loads(raw)
-            items = body["requests"]
-        except (ValueError, KeyError, TypeError):
-            return 400, {"status": "error", "message": "Invalid bulk request"}
+        except ValueError:
+            return 400, _NOT_BULK
+        if not isinstance(body, dict) or "requests" not in body:
+            return 400, _NOT_BULK
         token = body.get("token_auth")
+        items = body["requests"] if isinstance(body["requests"], list) else []
         tracked, invalid = 0, []
-        # Matomo silently drops items with no query part, so indices refer to the remaining items.
-        kept = [item for item in items if isinstance(item, str) and "?" in item]
-        for index, item in enumerate(kept):
-            params = dict(parse_qsl(item.partition("?")[2], keep_blank_values=True))
+        # Matomo silently drops string items with no query, so indices refer to the remaining items.
+        kept = [params for params in map(_params, items) if params is not None]
+        for index, params in enumerate(kept):
             if self._valid(params, token):
                 tracked += 1
                 if params.get("rec") == "1":
@@ -163,19 +186,40 @@ class MatomoStandIn:
             else:
                 invalid.append(index)
         answer: dict[str, object] = {"status": "success", "tracked": tracked, "invalid": len(invalid)}
-        if token == SUPERUSER_TOKEN:
+        if token == SUPERUSER_TOKEN and kept:  # with nothing to track, Matomo never checks the token
             answer["invalid_indices"] = invalid
         return 200, answer
 
     def _valid(self, params: dict[str, str], token: object) -> bool:
+        # Only these authenticate; a "secure only" token never does in a bulk body (Matomo bug #22910), and a
+        # token is only checked when a hit needs one.
         authenticated = token in (SUPERUSER_TOKEN, WRITE_TOKEN)
-        if token == SECURE_ONLY_TOKEN:
-            return False
         if not params.get("idsite", "").isdigit() or int(params["idsite"]) not in self.sites:
             return False
-        if "cid" in params and not _CID.fullmatch(params["cid"]):
+        cid = params.get("cid", "")
+        if cid not in ("", "0") and len(cid.encode()) != _CID_LENGTH:
             return False
         if "cip" in params and not authenticated:
             return False
-        cdt = params.get("cdt", "")
-        return not (cdt.isdigit() and int(cdt) < time.time() - 86400 and not authenticated)
+        cdt = _unix_seconds(params.get("cdt", ""))
+        return not (cdt is not None and cdt < time.time() - _OLD_CDT_S and not authenticated)
+
+
+def _params(item: object) -> dict[str, str] | None:
+    """An item's parameters; ``None`` for one Matomo drops (a string without a query)."""
+    if isinstance(item, str):
+        query = item.partition("?")[2].partition("#")[0]
+        return dict(parse_qsl(query, keep_blank_values=True)) if query else None
+    if isinstance(item, dict):
+        return {str(key): str(value) for key, value in item.items()}
+    return {}
+
+
+def _unix_seconds(cdt: str) -> float | None:
+    """``cdt`` as Matomo reads it: Unix seconds or ``YYYY-MM-DD HH:MM:SS`` UTC."""
+    if cdt.isdigit():
+        return int(cdt)
+    try:
+        return calendar.timegm(time.strptime(cdt, "%Y-%m-%d %H:%M:%S"))
+    except ValueError:
+        return None
