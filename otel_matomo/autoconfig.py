@@ -14,11 +14,22 @@ from collections.abc import MutableMapping
 
 from otel_matomo.settings import ConfigurationError, read_flag
 
-__all__ = ["CAPTURE_ENV", "REQUEST_HEADERS", "configure_header_capture", "pre_instrument"]
+__all__ = [
+    "CAPTURE_ENV",
+    "REQUEST_HEADERS",
+    "RESPONSE_CAPTURE_ENV",
+    "RESPONSE_HEADERS",
+    "configure_header_capture",
+    "pre_instrument",
+]
 
 _logger = logging.getLogger("otel_matomo")
 
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST"
+RESPONSE_CAPTURE_ENV = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE"
+
+RESPONSE_HEADERS: tuple[str, ...] = ("location",)
+"""The response headers otel-matomo reads: a redirect's target, to tell a trailing-slash redirect from a page."""
 
 REQUEST_HEADERS: tuple[str, ...] = (
     "host",
@@ -41,7 +52,8 @@ REQUEST_HEADERS: tuple[str, ...] = (
 
 
 def configure_header_capture(environ: MutableMapping[str, str] | None = None) -> list[str]:
-    """Add :data:`REQUEST_HEADERS` to ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST``.
+    """Add :data:`REQUEST_HEADERS` to ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST`` (and
+    :data:`RESPONSE_HEADERS` to ``..._SERVER_RESPONSE``).
 
     Call it before instrumenting the application (``FastAPIInstrumentor.instrument_app`` and the ASGI
     middleware read the variable when they are built, the WSGI middleware on every request). Headers the
@@ -49,10 +61,15 @@ def configure_header_capture(environ: MutableMapping[str, str] | None = None) ->
     ``http_capture_headers_server_request`` argument.
     """
     env = os.environ if environ is None else environ
-    current = [item.strip() for item in env.get(CAPTURE_ENV, "").split(",") if item.strip()]
+    _merge(env, RESPONSE_CAPTURE_ENV, RESPONSE_HEADERS)
+    return _merge(env, CAPTURE_ENV, REQUEST_HEADERS)
+
+
+def _merge(env: MutableMapping[str, str], variable: str, headers: tuple[str, ...]) -> list[str]:
+    current = [item.strip() for item in env.get(variable, "").split(",") if item.strip()]
     known = {item.lower() for item in current}
-    merged = current + [header for header in REQUEST_HEADERS if header not in known]
-    env[CAPTURE_ENV] = ",".join(merged)
+    merged = current + [header for header in headers if header not in known]
+    env[variable] = ",".join(merged)
     return merged
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_matomo.diagnostics import SpanDiagnostics, report_sdk_exporters
 from otel_matomo.hits import Hit
@@ -91,4 +91,5 @@ def read_span(span: ReadableSpan) -> HttpRequest | None:
         end_ns=span.end_time,
         span_id=context.span_id if context is not None else 0,
         events=[(event.name, event.timestamp, event.attributes or {}) for event in span.events],
+        failed=span.status.status_code is StatusCode.ERROR,
     )

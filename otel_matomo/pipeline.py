@@ -102,6 +102,15 @@ class Pipeline:
                 continue
             if request is not None:
                 requests.append(request)
+                if request.peer_address is None and request.user_agent is None:
+                    self._log.log(
+                        logging.WARNING,
+                        "anonymous-span",
+                        "otel-matomo: a server span has no client address and no user agent, so every such visitor "
+                        "is one Matomo visitor with no referrer or language. Spans like these come from telemetry "
+                        "that frameworks record themselves (FastAPI's built-in spans); use the framework's "
+                        "OpenTelemetry instrumentation (FastAPIInstrumentor) or opentelemetry-instrument instead.",
+                    )
         requests.sort(key=lambda request: request.start_ns)
         hits = []
         for request in requests:

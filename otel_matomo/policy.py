@@ -79,11 +79,29 @@ def _is_excluded(request: HttpRequest, settings: Settings) -> bool:
     status = request.status
     if status is not None and any(low <= status <= high for low, high in settings.exclude_status):
         return True
+    if _is_slash_redirect(request):
+        return True
     path = request.path
     extension = path.rpartition("/")[2].rpartition(".")[2].lower() if "." in path.rpartition("/")[2] else ""
     if extension and extension in settings.exclude_extensions:
         return True
     return any(fnmatch.fnmatchcase(path, pattern) for pattern in settings.exclude_paths)
+
+
+def _is_slash_redirect(request: HttpRequest) -> bool:
+    """A redirect that only adds or removes a trailing slash (Starlette, Django's APPEND_SLASH): the page
+    view is the request it leads to, and counting both would make one visit two page views."""
+    if request.status not in (301, 302, 307, 308) or not request.redirect_location:
+        return False
+    try:
+        target = urlsplit(request.redirect_location)
+    except ValueError:
+        return False
+    return (
+        target.path != request.path
+        and target.path.rstrip("/") == request.path.rstrip("/")
+        and target.query == request.query
+    )
 
 
 def is_event(request: HttpRequest, settings: Settings) -> bool:

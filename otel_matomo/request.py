@@ -8,6 +8,7 @@ a missing attribute degrades one field, never the whole request.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
@@ -16,6 +17,7 @@ from otel_matomo import tracking
 
 __all__ = [
     "HEADER_ATTRIBUTE_PREFIX",
+    "RESPONSE_HEADER_ATTRIBUTE_PREFIX",
     "AppTracking",
     "HttpRequest",
     "SpanEvent",
@@ -24,6 +26,8 @@ __all__ = [
 ]
 
 HEADER_ATTRIBUTE_PREFIX = "http.request.header."
+RESPONSE_HEADER_ATTRIBUTE_PREFIX = "http.response.header."
+_PLACEHOLDER = re.compile(r"[{<:*(]")
 _REDACTED = "[REDACTED]"
 _URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
@@ -83,6 +87,8 @@ class HttpRequest:
     """Bytes of the response body, when the instrumentation recorded them."""
     headers: Mapping[str, str] = field(default_factory=dict)
     """Captured request headers, lower-case names with dashes, repeated lines joined by ', '."""
+    redirect_location: str | None = None
+    """The captured ``Location`` response header of a redirect."""
     tracking: AppTracking = field(default_factory=AppTracking)
     attributes: Attributes = field(default_factory=dict)
     """All span attributes, for dimensions configured by attribute name (``OTEL_EXPORTER_MATOMO_DIMENSIONS``)."""
@@ -110,10 +116,14 @@ def http_request_from_span_data(
     end_ns: int | None,
     span_id: int,
     events: Iterable[SpanEvent] = (),
+    *,
+    failed: bool = False,
 ) -> HttpRequest | None:
     """Build the request view of one SERVER span; ``None`` when the span carries no HTTP request.
 
     Span kind is the caller's business: the exporter and the gateway read it from different structures.
+    ``failed`` is the span's ERROR status: an unhandled exception can end a span before any status code was
+    recorded (Starlette's instrumentation does), and the visitor then got a 500.
     """
     method = _text(attributes, "http.request.method", "http.method")
     scheme = (_text(attributes, "url.scheme", "http.scheme") or "http").lower()
@@ -123,11 +133,16 @@ def http_request_from_span_data(
         return None
     if method == "_OTHER":
         method = _text(attributes, "http.request.method_original") or method
-    route = _text(attributes, "http.route")
-    if route is not None and not route.startswith("/"):
-        route = "/" + route  # Django's routes have no leading slash: "articles/<slug:slug>"
+    route = _route_template(_text(attributes, "http.route"))
     path, query = _path_and_query(name, method, route, attributes)
+    if route is not None and not _PLACEHOLDER.search(route) and route.rstrip("/") != path.rstrip("/"):
+        # A route with no placeholder that is not the path is a mount point ("/shop" for every page of a
+        # sub-application mounted there): as a title it would merge every page into one row.
+        route = None
     headers = _headers(attributes)
+    status = _integer(attributes, "http.response.status_code", "http.status_code")
+    if status is None and (failed or _text(attributes, "error.type") is not None):
+        status = 500
     return HttpRequest(
         method=method.upper(),
         path=path,
@@ -140,14 +155,24 @@ def http_request_from_span_data(
         host=headers.get("host") or _host(attributes),
         peer_address=_text(attributes, "network.peer.address", "net.peer.ip", "client.address"),
         user_agent=_text(attributes, "user_agent.original", "http.user_agent") or headers.get("user-agent"),
-        status=_integer(attributes, "http.response.status_code", "http.status_code"),
+        status=status,
         user_id=_text(attributes, "enduser.id", "user.id"),
         synthetic_type=_text(attributes, "user_agent.synthetic.type"),
         response_size=_integer(attributes, "http.response.body.size", "http.response_content_length"),
         headers=headers,
+        redirect_location=_text(attributes, RESPONSE_HEADER_ATTRIBUTE_PREFIX + "location"),
         tracking=_app_tracking(attributes, events),
         attributes=attributes,
     )
+
+
+def _route_template(route: str | None) -> str | None:
+    """``http.route`` as a path template: Litestar's plugin writes ``"GET /items/7"`` (a route with a space is
+    never a template), Django's routes have no leading slash (``"articles/<slug:slug>"``)."""
+    if route is None:
+        return None
+    route = route.rpartition(" ")[2]
+    return route if route.startswith("/") else "/" + route
 
 
 def _app_tracking(attributes: Attributes, events: Iterable[SpanEvent]) -> AppTracking:

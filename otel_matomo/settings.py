@@ -125,7 +125,7 @@ class Settings:
     # What becomes a hit.
     exclude_paths: tuple[str, ...] = DEFAULT_EXCLUDED_PATHS
     exclude_extensions: tuple[str, ...] = DEFAULT_EXCLUDED_EXTENSIONS
-    exclude_methods: tuple[str, ...] = ("OPTIONS",)
+    exclude_methods: tuple[str, ...] = ("OPTIONS", "HEAD")
     exclude_status: tuple[tuple[int, int], ...] = ()
     """Inclusive status code ranges that produce no hit."""
     event_routes: tuple[str, ...] = ()
@@ -221,7 +221,7 @@ class Settings:
             exclude_paths=read.globs("EXCLUDE_PATHS", exclude_paths, DEFAULT_EXCLUDED_PATHS),
             exclude_extensions=read.names("EXCLUDE_EXTENSIONS", exclude_extensions, DEFAULT_EXCLUDED_EXTENSIONS),
             exclude_methods=tuple(
-                name.upper() for name in read.names("EXCLUDE_METHODS", exclude_methods, ("OPTIONS",))
+                name.upper() for name in read.names("EXCLUDE_METHODS", exclude_methods, ("OPTIONS", "HEAD"))
             ),
             exclude_status=read.status_ranges(exclude_status),
             event_routes=read.globs("EVENT_ROUTES", event_routes, ()),

@@ -52,7 +52,7 @@ def test_defaults() -> None:
     assert {"/health", "/healthz", "/livez", "/readyz", "/metrics"} <= set(DEFAULT_EXCLUDED_PATHS)
     assert settings.exclude_extensions == DEFAULT_EXCLUDED_EXTENSIONS
     assert {"css", "js", "png", "jpg", "gif", "ico", "svg", "woff", "woff2"} <= set(DEFAULT_EXCLUDED_EXTENSIONS)
-    assert settings.exclude_methods == ("OPTIONS",)
+    assert settings.exclude_methods == ("OPTIONS", "HEAD")
     assert settings.exclude_status == ()
     assert settings.event_routes == ()
     assert settings.event_category == "API"
@@ -303,7 +303,7 @@ def test_repr_shows_the_policy_but_never_the_token_or_secret() -> None:
         "redact_query_params=(",
         "exclude_paths=(",
         "exclude_extensions=(",
-        "exclude_methods=('OPTIONS',)",
+        "exclude_methods=('OPTIONS', 'HEAD')",
         "exclude_status=((500, 599),)",
         "event_routes=('/api/*',)",
         "event_category='API'",
