@@ -217,7 +217,9 @@ def test_forwarded_for(forwarded: str, expected: str) -> None:
 def test_forwarded_multiple_elements_walk_through_trusted_proxies() -> None:
     header = f"for={SPOOFED}, for={CLIENT}, for=10.0.0.2"
     assert client_ip(proxied({"forwarded": header}), networks("127.0.0.1", "10.0.0.0/8"), "forwarded") == CLIENT
-    assert client_ip(proxied({"forwarded": header}), networks("127.0.0.1", "10.0.0.0/8", CLIENT), "forwarded") == SPOOFED
+    assert (
+        client_ip(proxied({"forwarded": header}), networks("127.0.0.1", "10.0.0.0/8", CLIENT), "forwarded") == SPOOFED
+    )
 
 
 @pytest.mark.parametrize("hidden", ["unknown", "_hidden", "_SEVKISEK", '"_gazonk"'])
