@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests", "e2e"]
+nox.options.sessions = ["lint", "typecheck", "tests", "e2e", "release"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
@@ -32,8 +32,9 @@ def e2e(session: nox.Session) -> None:
     """The fidelity suite against a real Matomo 5 on loopback (``scripts/matomo-local``; root only).
 
     Brings the local Matomo up (building it the first time, ~75 s), runs ``pytest -m real_matomo
-    tests/real_matomo`` with the variables ``up`` prints, and always brings it down. Skips, saying why, when not
-    root or when the Debian mirror that the first build needs is unreachable; any other failure fails.
+    tests/real_matomo`` with the variables ``up`` prints, and brings it down again unless it was already running
+    (a developer's instance is left as it was). Skips, saying why, when not root or when the Debian mirror that the
+    first build needs is unreachable; any other failure fails.
     """
     geteuid = getattr(os, "geteuid", None)
     if geteuid is None or geteuid() != 0:
@@ -42,6 +43,7 @@ def e2e(session: nox.Session) -> None:
             "PHP in it); run `sudo nox -s e2e`"
         )
     session.install("-e", ".[test]")
+    already_running = subprocess.run([str(MATOMO_LOCAL), "status"], capture_output=True, check=False).returncode == 0
     try:
         env = _matomo_up(session)
         started = time.monotonic()
@@ -50,10 +52,13 @@ def e2e(session: nox.Session) -> None:
         finally:
             session.log(f"real-Matomo suite: {time.monotonic() - started:.1f} s (without `up`)")
     finally:
-        down = subprocess.run([str(MATOMO_LOCAL), "down"], capture_output=True, text=True, check=False)
-        session.log(f"scripts/matomo-local down (exit {down.returncode}): {down.stderr.strip()}")
-        if down.returncode != 0:
-            session.warn("scripts/matomo-local down failed; see `scripts/matomo-local status`")
+        if already_running:
+            session.log("the local Matomo was running before this session: left running")
+        else:
+            down = subprocess.run([str(MATOMO_LOCAL), "down"], capture_output=True, text=True, check=False)
+            session.log(f"scripts/matomo-local down (exit {down.returncode}): {down.stderr.strip()}")
+            if down.returncode != 0:
+                session.warn("scripts/matomo-local down failed; see `scripts/matomo-local status`")
 
 
 def _matomo_up(session: nox.Session) -> dict[str, str]:
@@ -102,3 +107,10 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package."""
     session.install("-e", ".[test]", "mypy")
     session.run("mypy", "--strict", "otel_matomo")
+
+
+@nox.session(python=PYTHON)
+def release(session: nox.Session) -> None:
+    """Release readiness: sdist and wheel build, ``twine check --strict``, the wheel installed in a fresh venv."""
+    session.install("build", "twine")
+    session.run("bash", "scripts/check-release", env={"PYTHON": "python"}, external=True)
