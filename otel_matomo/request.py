@@ -153,7 +153,9 @@ def http_request_from_span_data(
         span_id=span_id,
         scheme=scheme,
         host=headers.get("host") or _host(attributes),
-        peer_address=_text(attributes, "network.peer.address", "net.peer.ip", "client.address"),
+        # The socket peer: Node's client.address comes from the left-most X-Forwarded-For entry, which the visitor
+        # writes, so it is the last resort; net.sock.peer.addr is Java agent 1.x and Go otelhttp < 0.50.
+        peer_address=_text(attributes, "network.peer.address", "net.sock.peer.addr", "net.peer.ip", "client.address"),
         user_agent=_text(attributes, "user_agent.original", "http.user_agent") or headers.get("user-agent"),
         status=status,
         user_id=_text(attributes, "enduser.id", "user.id"),

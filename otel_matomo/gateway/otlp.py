@@ -28,7 +28,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from otel_matomo.request import HttpRequest, http_request_from_span_data
+from otel_matomo.request import HttpRequest, SpanEvent, http_request_from_span_data
 
 __all__ = [
     "SPAN_KIND_SERVER",
@@ -82,6 +82,12 @@ class PayloadTooLarge(ValueError):
     """The body, once decompressed, exceeds the configured limit."""
 
 
+_TRACKING_PREFIX = "matomo."
+"""Only the events of the tracking API are kept: exception events and the like would only cost memory."""
+_STATUS_ERROR = 2
+"""``Status.code`` ERROR in OTLP."""
+
+
 @dataclass(frozen=True)
 class SpanRecord:
     """One span as the gateway needs it, whatever encoding carried it."""
@@ -94,6 +100,10 @@ class SpanRecord:
     span_id: int
     resource: Mapping[str, object] = field(default_factory=dict)
     """The attributes of the resource that produced the span (``service.name`` selects the Matomo site)."""
+    events: tuple[SpanEvent, ...] = ()
+    """The span's ``matomo.*`` events (facts an application tracked with ``otel_matomo.tracking`` or its kin)."""
+    failed: bool = False
+    """The span's status is ERROR."""
 
     @property
     def service_name(self) -> str | None:
@@ -156,7 +166,9 @@ def http_request_of(span: SpanRecord) -> HttpRequest | None:
     """The request view of a SERVER span (through the one reader of attribute names), else ``None``."""
     if span.kind != SPAN_KIND_SERVER:
         return None
-    return http_request_from_span_data(span.name, span.attributes, span.start_ns, span.end_ns, span.span_id)
+    return http_request_from_span_data(
+        span.name, span.attributes, span.start_ns, span.end_ns, span.span_id, span.events, failed=span.failed
+    )
 
 
 def export_response(encoding: Encoding, rejections: Mapping[str, int]) -> bytes:
@@ -218,6 +230,8 @@ def _record(
     start: int,
     end: int,
     resource: dict[str, object],
+    events: tuple[SpanEvent, ...] = (),
+    failed: bool = False,
 ) -> SpanRecord:
     """Checks shared by both encodings: what a hit cannot do without."""
     if len(span_id) != 8 or not any(span_id):
@@ -233,6 +247,8 @@ def _record(
         end_ns=end if end >= start else start,
         span_id=int.from_bytes(span_id, "big"),
         resource=resource,
+        events=events,
+        failed=failed,
     )
 
 
@@ -260,6 +276,12 @@ def _decode_protobuf(body: bytes) -> TraceRequest:
                             start=span.start_time_unix_nano,
                             end=span.end_time_unix_nano,
                             resource=resource,
+                            events=tuple(
+                                (event.name, event.time_unix_nano, _proto_attributes(event.attributes))
+                                for event in span.events
+                                if event.name.startswith(_TRACKING_PREFIX)
+                            ),
+                            failed=span.status.code == _STATUS_ERROR,
                         )
                     )
                 except _Unusable as unusable:
@@ -335,7 +357,35 @@ def _json_span(span: dict[str, object], resource: dict[str, object]) -> SpanReco
         start=_json_time(span.get("startTimeUnixNano"), "startTimeUnixNano"),
         end=_json_time(span.get("endTimeUnixNano"), "endTimeUnixNano"),
         resource=resource,
+        events=_json_events(span.get("events")),
+        failed=_json_failed(span.get("status")),
     )
+
+
+def _json_events(events: object) -> tuple[SpanEvent, ...]:
+    """The ``matomo.*`` events; anything malformed among them is skipped, never the span."""
+    if not isinstance(events, list):
+        return ()
+    kept = []
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        name = event.get("name")
+        if not isinstance(name, str) or not name.startswith(_TRACKING_PREFIX):
+            continue
+        try:
+            kept.append(
+                (name, _json_time(event.get("timeUnixNano"), "timeUnixNano"), _json_attributes(event.get("attributes")))
+            )
+        except _Unusable:
+            continue
+    return tuple(kept)
+
+
+def _json_failed(status: object) -> bool:
+    """``{"code": 2}`` or, from generic protobuf JSON printers, ``{"code": "STATUS_CODE_ERROR"}``."""
+    code = status.get("code") if isinstance(status, dict) else None
+    return code in (_STATUS_ERROR, "STATUS_CODE_ERROR")
 
 
 def _json_kind(kind: object) -> int:
