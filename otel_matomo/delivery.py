@@ -21,6 +21,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,7 +137,7 @@ class MatomoSpanProcessor(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Translate and send everything queued; ``True`` when nothing is left waiting within the timeout."""
         if self._shutdown:
-            return len(self._buffer) == 0
+            return self._waiting == 0  # the worker closed the buffer (an SQLite connection with a spool)
         done = threading.Event()
         with self._lock:
             self._flush_requests.append(done)
@@ -151,7 +152,9 @@ class MatomoSpanProcessor(SpanProcessor):
         self._wake.set()
         self._worker.join(timeout_millis / 1000)
         if self._worker.is_alive():
-            self._pipeline.close()  # ends a pending HTTP request or wait at once
+            # Ends a backoff wait at once; an HTTP request in flight still runs to its own timeout, on a daemon
+            # thread that does not hold the application back.
+            self._pipeline.close()
             self._worker.join(1.0)
 
     # The worker thread.
@@ -161,7 +164,7 @@ class MatomoSpanProcessor(SpanProcessor):
         self._diagnostics = SpanDiagnostics()
         self._waiting = 0
         # The gauge reads a count the worker keeps: the spool's length is an SQLite query on the worker's connection.
-        self._pipeline.metrics.observe_queue_length(lambda: self._waiting + len(self._queue))
+        self._pipeline.metrics.observe_queue_length(_queue_length(weakref.ref(self)))
         self._buffer = self._make_buffer()
         self._lock = threading.Lock()
         self._queue = collections.deque()
@@ -187,7 +190,8 @@ class MatomoSpanProcessor(SpanProcessor):
 
     def _after_fork(self) -> None:
         """In a forked child (gunicorn --preload): fresh locks, queue, connections and worker thread."""
-        self._init_state()
+        if not self._shutdown:  # a processor shut down before the fork stays shut down in the child
+            self._init_state()
 
     def _run(self) -> None:
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
@@ -215,7 +219,18 @@ class MatomoSpanProcessor(SpanProcessor):
         self._diagnostics.observe(spans)
         hits = self._pipeline.translate([*started, *spans], read_span)
         if hits:
-            drops = self._buffer.add(hits, time.time())
+            try:
+                drops = self._buffer.add(hits, time.time())
+            except Exception:  # noqa: BLE001 - a full disk under the spool, say: counted, then the worker goes on
+                self._pipeline.count_dropped("lost", len(hits))
+                self._log.log(
+                    logging.ERROR,
+                    "buffer",
+                    "otel-matomo lost %d hits: they could not be buffered",
+                    len(hits),
+                    exc_info=True,
+                )
+                return
             for reason, count in drops.counts.items():
                 self._pipeline.count_dropped(reason, count)
                 self._log.log(
@@ -262,7 +277,8 @@ class MatomoSpanProcessor(SpanProcessor):
             self._failures = 0
 
     def _close_buffer(self) -> None:
-        left = len(self._buffer)
+        left = self._waiting = len(self._buffer)
+        self._pipeline.metrics.observe_queue_length(None)
         if left and self._settings.spool_dir is None:
             self._pipeline.count_dropped("lost", left)
             _logger.warning("otel-matomo lost %d hits at shutdown: Matomo could not be reached in time", left)
@@ -286,3 +302,13 @@ class MatomoSpanProcessor(SpanProcessor):
             for pattern in self._settings.start_routes
             for candidate in candidates
         )
+
+
+def _queue_length(processor: weakref.ref[MatomoSpanProcessor]) -> Callable[[], int]:
+    """The queue-length gauge's callback, holding the processor weakly so that the gauge never keeps it alive."""
+
+    def length() -> int:
+        alive = processor()
+        return 0 if alive is None else alive._waiting + len(alive._queue)
+
+    return length
