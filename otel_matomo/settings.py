@@ -259,9 +259,9 @@ class Settings:
             for item in fields(self)
             if item.name not in ("endpoint", "token_auth", "visitor_id_secret")
         }
-        listed = ", ".join(f"{name}={value!r}" for name, value in shown.items())
-        token = "'***'" if self.token_auth else None
-        return f"Settings(endpoint={self.endpoint_for_logs!r}, token_auth={token}, {listed})"
+        masked = {"endpoint": self.endpoint_for_logs, "token_auth": "***" if self.token_auth else None}
+        listed = ", ".join(f"{name}={value!r}" for name, value in {**masked, **shown}.items())
+        return f"Settings({listed})"
 
     def _warn_about_plain_http(self) -> None:
         if self.token_auth is None or self.endpoint is None:

@@ -138,18 +138,13 @@ def test_header_capture_opt_out(standin: MatomoStandIn, running: list[App]) -> N
     app.stop()
 
 
-def test_invalid_configuration_names_the_variable(standin: MatomoStandIn) -> None:
+def _run_short_app(**env_vars: str) -> subprocess.CompletedProcess[str]:
+    """``opentelemetry-instrument python -c "print('app ran')"`` with only ``env_vars`` of the OTEL_ kind."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
-    env.update(
-        OTEL_TRACES_EXPORTER="matomo",
-        OTEL_METRICS_EXPORTER="none",
-        OTEL_LOGS_EXPORTER="none",
-        OTEL_EXPORTER_MATOMO_ENDPOINT=standin.url,
-        OTEL_EXPORTER_MATOMO_SITE_ID="abc",
-    )
+    env.update(env_vars)
     instrument = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent))
     assert instrument is not None
-    result = subprocess.run(
+    return subprocess.run(
         [instrument, sys.executable, "-c", "print('app ran')"],
         cwd=EXAMPLES,
         env=env,
@@ -157,6 +152,16 @@ def test_invalid_configuration_names_the_variable(standin: MatomoStandIn) -> Non
         text=True,
         timeout=60,
         check=False,
+    )
+
+
+def test_invalid_configuration_names_the_variable(standin: MatomoStandIn) -> None:
+    result = _run_short_app(
+        OTEL_TRACES_EXPORTER="matomo",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_EXPORTER_MATOMO_ENDPOINT=standin.url,
+        OTEL_EXPORTER_MATOMO_SITE_ID="abc",
     )
     assert "OTEL_EXPORTER_MATOMO_SITE_ID" in result.stderr
     assert "positive whole number" in result.stderr
@@ -166,20 +171,8 @@ def test_invalid_configuration_names_the_variable(standin: MatomoStandIn) -> Non
 def test_missing_default_metrics_exporter_is_explained(standin: MatomoStandIn) -> None:
     # opentelemetry-distro defaults metrics and logs to OTLP; without that package the SDK set-up fails and
     # the app runs untraced. Our module is imported first, so it can say why and how to fix it.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
-    env.update(
+    result = _run_short_app(
         OTEL_TRACES_EXPORTER="matomo", OTEL_EXPORTER_MATOMO_ENDPOINT=standin.url, OTEL_EXPORTER_MATOMO_SITE_ID="1"
-    )
-    instrument = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent))
-    assert instrument is not None
-    result = subprocess.run(
-        [instrument, sys.executable, "-c", "print('app ran')"],
-        cwd=EXAMPLES,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     assert "OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none" in result.stderr
     assert "app ran" in result.stdout
