@@ -27,7 +27,7 @@ def request_hits(request: HttpRequest, settings: Settings) -> list[Hit]:
     """The request's hit, then one hit per fact the application tracked, in the order it tracked them.
 
     Every extra hit shares the request's visitor (id, IP, user agent, language, user id) and URL, carries its own
-    time and ``ca=1`` (Matomo's mark of a hit that is not a page view).
+    time and, except goals and ecommerce hits, ``ca=1`` (Matomo's mark of a hit that is not a page view).
     """
     main = request_hit(request, settings)
     shared = {key: value for key, value in main.items() if key in _SHARED or key.startswith("dimension")}
@@ -39,7 +39,9 @@ def request_hits(request: HttpRequest, settings: Settings) -> list[Hit]:
                 **shared,
                 "rand": f"{main['rand']}-{index}",
                 "cdt": str(fact.time_ns // 1_000_000_000),
-                "ca": "1",
+                # ca=1 marks a hit that is no page view, but Matomo 5 answers HTTP 500 for a goal or ecommerce hit
+                # that carries it ("meant for a plugin which is no longer activated"), failing the whole batch.
+                **({} if fact.kind in _CONVERSIONS else {"ca": "1"}),
                 **extra,
             }
         )
@@ -171,6 +173,8 @@ _FACT_PARAMETERS = {
 }
 _SHARED = frozenset({"idsite", "rec", "apiv", "cid", "url", "urlref", "ua", "uadata", "lang", "uid", "cip", "bots"})
 """The visitor and page parameters every hit of one request carries (with its ``dimension<ID>``)."""
+_CONVERSIONS = frozenset({tracking.GOAL, tracking.ORDER, tracking.CART_UPDATE})
+"""Facts Matomo records as conversions (``idgoal``), which must not carry ``ca=1``."""
 _PRODUCT = {"sku": "_pks", "name": "_pkn", "category": "_pkc", "price": "_pkp"}
 
 

@@ -177,6 +177,9 @@ class MatomoStandIn:
         tracked, invalid = 0, []
         # Matomo silently drops string items with no query, so indices refer to the remaining items.
         kept = [params for params in map(_params, items) if params is not None]
+        if any(_custom_action_without_plugin(params) for params in kept):
+            # Matomo 5: "Request was meant for a plugin which is no longer activated" rolls the batch back.
+            return 500, {"status": "error", "tracked": 0}
         for index, params in enumerate(kept):
             if self._valid(params, token):
                 tracked += 1
@@ -223,3 +226,10 @@ def _unix_seconds(cdt: str) -> float | None:
         return calendar.timegm(time.strptime(cdt, "%Y-%m-%d %H:%M:%S"))
     except ValueError:
         return None
+
+
+def _custom_action_without_plugin(params: dict[str, str]) -> bool:
+    """``ca=1`` on a hit that is neither an event nor a content interaction (a goal or ecommerce hit, say):
+    Matomo 5.3.1 finds no plugin for it and answers the whole bulk request with HTTP 500."""
+    is_event = bool(params.get("e_c")) and bool(params.get("e_a"))
+    return params.get("ca") == "1" and not is_event and not params.get("c_n")
