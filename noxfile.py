@@ -114,3 +114,14 @@ def release(session: nox.Session) -> None:
     """Release readiness: sdist and wheel build, ``twine check --strict``, the wheel installed in a fresh venv."""
     session.install("build", "twine")
     session.run("bash", "scripts/check-release", env={"PYTHON": "python"}, external=True)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks, not tests: prints tables and ratios, never fails on a figure.
+
+    ``nox -s bench`` is the full run (~13 min, writes benchmarks/RESULTS.md); CI runs ``nox -s bench -- --smoke``
+    (~20 s). Needs ``wrk`` (``apt-get install wrk``).
+    """
+    session.install("-e", ".", "-r", "benchmarks/requirements.txt")
+    session.run("python", "benchmarks/run.py", *session.posargs)

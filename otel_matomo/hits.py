@@ -51,7 +51,9 @@ def request_hits(request: HttpRequest, settings: Settings) -> list[Hit]:
 def request_hit(request: HttpRequest, settings: Settings) -> Hit:
     """The hit one HTTP request becomes: a page view, or an event for routes listed in ``event_routes``."""
     ip = client_ip(request, settings.trusted_proxies, settings.forwarded_header)
-    day = time.strftime("%Y-%m-%d", time.gmtime(request.start_ns // 1_000_000_000))
+    day = (
+        time.strftime("%Y-%m-%d", time.gmtime(request.start_ns // 1_000_000_000)) if settings.daily_visitor_id else None
+    )
     hit: Hit = {
         "idsite": str(settings.site_id),
         "rec": "1",
@@ -61,9 +63,7 @@ def request_hit(request: HttpRequest, settings: Settings) -> Hit:
         # cid, not _id: an unknown _id lets Matomo fall back to fingerprinting, and a server-side tracker's
         # fingerprint is the back end's own, which merges visitors. Computed from the full address, before any
         # masking, so that visitor counts stay right.
-        "cid": visitor_id(
-            settings.visitor_id_secret, ip, request.user_agent, day if settings.daily_visitor_id else None
-        ),
+        "cid": visitor_id(settings.visitor_id_secret, ip, request.user_agent, day),
         "url": page_url(request, settings),
         # Matomo reads cdt as whole UTC seconds; the request's start is when the visitor acted.
         "cdt": str(request.start_ns // 1_000_000_000),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import functools
 import ipaddress
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -181,6 +182,7 @@ def redact_query(query: str, words: tuple[str, ...]) -> str:
     return urlencode(kept, errors="replace")
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_credential(name: str, words: tuple[str, ...]) -> bool:
     lowered = name.lower()
     if lowered.startswith(_CAMPAIGN_PREFIXES):
@@ -246,6 +248,7 @@ def _is_trusted(address: IpAddress, networks: tuple[IpNetwork, ...]) -> bool:
     return any(address in network for network in networks if address.version == network.version)
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse_ip(text: str | None) -> IpAddress | None:
     """An address from a header hop: ``1.2.3.4``, ``1.2.3.4:80``, ``[::1]``, ``[::1]:80``, ``::1``."""
     if not text:

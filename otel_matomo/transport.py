@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import quote_plus
 
 import httpx
 
@@ -40,10 +40,26 @@ def encode_bulk(hits: Sequence[Hit], token_auth: str | None) -> bytes:
     Each item must start with ``?``: Matomo silently drops an item without a query part, which shifts the
     indices of every later item in its answer.
     """
-    body: dict[str, object] = {"requests": ["?" + urlencode(hit, errors="replace") for hit in hits]}
+    body: dict[str, object] = {"requests": ["?" + _query(hit) for hit in hits]}
     if token_auth is not None:
         body["token_auth"] = token_auth
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
+_QUOTE_PLUS = {byte: "+" if byte == 0x20 else f"%{byte:02X}" for byte in range(128) if byte not in _UNRESERVED}
+"""``str.translate`` table: what ``quote_plus(text, safe="")`` makes of each ASCII character."""
+
+
+def _query(hit: Hit) -> str:
+    """``urlencode(hit)``, byte for byte, at a fraction of its cost: ASCII values (nearly all) are quoted by one
+    C-level ``str.translate`` instead of the standard library's Python loop over every byte (the hot spot of
+    encoding, measured in ``benchmarks/``). Parameter names are ours and need no quoting."""
+    return "&".join(f"{name}={_quote_plus(value)}" for name, value in hit.items())
+
+
+def _quote_plus(text: str) -> str:
+    return text.translate(_QUOTE_PLUS) if text.isascii() else quote_plus(text, errors="replace")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ import time
 from urllib.parse import parse_qsl
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from otel_matomo import transport as transport_module
 from otel_matomo.hits import Hit
@@ -444,3 +446,12 @@ def test_repeated_failures_are_logged_rate_limited(
 def test_transport_needs_an_endpoint() -> None:
     with pytest.raises(ValueError, match="endpoint"):
         Transport(Settings.from_env({}, dry_run=True))
+
+
+@given(st.dictionaries(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1), st.text()))
+def test_the_fast_query_encoding_is_urlencode_byte_for_byte(hit: dict[str, str]) -> None:
+    from urllib.parse import urlencode
+
+    from otel_matomo.transport import _query
+
+    assert _query(hit) == urlencode(hit, errors="replace")
