@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.util.types import Attributes
 
 from otel_matomo.diagnostics import SpanDiagnostics, report_sdk_exporters
 from otel_matomo.hits import Hit
@@ -84,12 +85,23 @@ def read_span(span: ReadableSpan) -> HttpRequest | None:
     if span.kind is not SpanKind.SERVER:
         return None
     context = span.context
+    events = span.events
     return http_request_from_span_data(
         name=span.name,
-        attributes=span.attributes or {},
+        attributes=_plain(span.attributes),
         start_ns=span.start_time or 0,
         end_ns=span.end_time,
         span_id=context.span_id if context is not None else 0,
-        events=[(event.name, event.timestamp, event.attributes or {}) for event in span.events],
+        events=[(event.name, event.timestamp, event.attributes or {}) for event in events] if events else (),
         failed=span.status.status_code is StatusCode.ERROR,
     )
+
+
+def _plain(attributes: Attributes | None) -> Mapping[str, object]:
+    """The attributes as a plain dict: the SDK hands a read-only view of its ``BoundedAttributes``, whose every
+    lookup (and every miss, by a raised ``KeyError``) runs Python code; its ``copy()`` is one C-level dict copy."""
+    if not attributes:
+        return {}
+    copy = getattr(attributes, "copy", None)
+    plain = copy() if copy is not None else None
+    return plain if isinstance(plain, dict) else dict(attributes)

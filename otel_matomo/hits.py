@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -30,6 +31,8 @@ def request_hits(request: HttpRequest, settings: Settings) -> list[Hit]:
     time and, except goals and ecommerce hits, ``ca=1`` (Matomo's mark of a hit that is not a page view).
     """
     main = request_hit(request, settings)
+    if not request.tracking.facts:
+        return [main]
     shared = {key: value for key, value in main.items() if key in _SHARED or key.startswith("dimension")}
     hits = [main]
     for index, fact in enumerate(request.tracking.facts, start=1):
@@ -71,13 +74,13 @@ def request_hit(request: HttpRequest, settings: Settings) -> Hit:
     duration = request.duration_ns
     # A request tracked at its start has no duration yet: no server time rather than a false zero.
     server_ms = None if duration is None else str(round(duration / 1_000_000))
+    app = request.tracking
     if is_event(request, settings):
         hit.update(ca="1", e_c=settings.event_category, e_a=f"{request.method} {request.route or request.path}")
         hit.update(e_n=request.path)
         if server_ms is not None:
             hit["e_v"] = server_ms
     else:
-        app = request.tracking
         hit["action_name"] = app.page_title or action_name(request, settings)
         if server_ms is not None:
             hit["pf_srv"] = server_ms
@@ -86,19 +89,27 @@ def request_hit(request: HttpRequest, settings: Settings) -> Hit:
             if app.search_count is not None:
                 hit["search_count"] = str(app.search_count)
         hit.update({_PRODUCT[part]: value for part, value in app.product.items()})
-    hit.update(_dimensions(request, settings))
-    optional = {
-        "urlref": redact_url(request.referrer, settings.redact_query_params) if request.referrer else None,
-        "ua": request.user_agent,
-        "uadata": _client_hints(request),
-        "lang": request.accept_language,
-        "uid": request.user_id,
-        # Matomo refuses cip without a token that may write to the site; without cip it records our own IP.
-        "cip": mask_ip(ip, settings.anonymize_ip) if ip and settings.token_auth is not None else None,
-        "bots": "1" if settings.track_bots else None,
-        "bw_bytes": str(request.response_size) if request.response_size is not None else None,
-    }
-    hit.update({name: value for name, value in optional.items() if value})
+    if settings.dimensions or app.dimensions:
+        hit.update(_dimensions(request, settings))
+    headers = request.headers
+    if referrer := headers.get("referer"):
+        hit["urlref"] = redact_url(referrer, settings.redact_query_params)
+    if request.user_agent:
+        hit["ua"] = request.user_agent
+    hints = tuple(map(headers.get, _HINT_HEADERS))
+    if hints != _NO_HINTS and (uadata := _uadata(hints)):
+        hit["uadata"] = uadata
+    if language := headers.get("accept-language"):
+        hit["lang"] = language
+    if request.user_id:
+        hit["uid"] = request.user_id
+    # Matomo refuses cip without a token that may write to the site; without cip it records our own IP.
+    if ip and settings.token_auth is not None:
+        hit["cip"] = mask_ip(ip, settings.anonymize_ip)
+    if settings.track_bots:
+        hit["bots"] = "1"
+    if request.response_size is not None:
+        hit["bw_bytes"] = str(request.response_size)
     return hit
 
 
@@ -213,29 +224,52 @@ def page_url(request: HttpRequest, settings: Settings) -> str:
     return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
 
 
-def _client_hints(request: HttpRequest) -> str | None:
+_HINT_HEADERS = (
+    "sec-ch-ua",
+    "sec-ch-ua-full-version-list",
+    "sec-ch-ua-mobile",
+    "sec-ch-ua-platform",
+    "sec-ch-ua-platform-version",
+    "sec-ch-ua-model",
+)
+_NO_HINTS = (None,) * len(_HINT_HEADERS)
+
+
+def _uadata(hints: tuple[str | None, ...]) -> str | None:
+    # Cached (one browser sends the same hints on every request) unless a visitor sends huge headers.
+    if sum(map(len, filter(None, hints))) > _CACHED_HINTS_LENGTH:
+        return _client_hints(*hints)
+    return _client_hints_cached(*hints)
+
+
+_CACHED_HINTS_LENGTH = 1024
+
+
+def _client_hints(
+    brands: str | None,
+    full_version_list: str | None,
+    mobile: str | None,
+    platform: str | None,
+    platform_version: str | None,
+    model: str | None,
+) -> str | None:
     """``Sec-CH-UA*`` request headers as the JSON ``uadata`` Matomo's JavaScript tracker sends."""
-    headers = request.headers
     hints: dict[str, object] = {}
-    if "sec-ch-ua" in headers:
-        hints["brands"] = [
-            {"brand": brand, "version": version} for brand, version in _BRAND.findall(headers["sec-ch-ua"])
-        ]
-    if "sec-ch-ua-full-version-list" in headers:
+    if brands is not None:
+        hints["brands"] = [{"brand": brand, "version": version} for brand, version in _BRAND.findall(brands)]
+    if full_version_list is not None:
         hints["fullVersionList"] = [
-            {"brand": brand, "version": version}
-            for brand, version in _BRAND.findall(headers["sec-ch-ua-full-version-list"])
+            {"brand": brand, "version": version} for brand, version in _BRAND.findall(full_version_list)
         ]
-    if "sec-ch-ua-mobile" in headers:
-        hints["mobile"] = headers["sec-ch-ua-mobile"].strip() == "?1"
-    for header, key in (
-        ("sec-ch-ua-platform", "platform"),
-        ("sec-ch-ua-platform-version", "platformVersion"),
-        ("sec-ch-ua-model", "model"),
-    ):
-        if header in headers:
-            hints[key] = headers[header].strip().strip('"')
+    if mobile is not None:
+        hints["mobile"] = mobile.strip() == "?1"
+    for value, key in ((platform, "platform"), (platform_version, "platformVersion"), (model, "model")):
+        if value is not None:
+            hints[key] = value.strip().strip('"')
     return json.dumps(hints, separators=(",", ":")) if hints else None
+
+
+_client_hints_cached = functools.lru_cache(maxsize=1024)(_client_hints)
 
 
 def _encode_component(text: str) -> str:

@@ -39,6 +39,8 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _MAX_HOPS = 32
 _MAX_HEADER = 4096
+_CACHED_LENGTH = 512
+"""Caches keyed by what visitors send take only values up to this length, so that they stay small."""
 """Forwarding headers longer than this are cut: a hostile chain must not cost unbounded CPU."""
 _CAMPAIGN_PREFIXES = ("mtm_", "pk_", "utm_", "matomo_", "piwik_")
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
@@ -78,15 +80,34 @@ def _is_excluded(request: HttpRequest, settings: Settings) -> bool:
     if request.method in settings.exclude_methods:
         return True
     status = request.status
-    if status is not None and any(low <= status <= high for low, high in settings.exclude_status):
+    if status is not None and settings.exclude_status and _status_excluded(status, settings.exclude_status):
         return True
     if _is_slash_redirect(request):
         return True
-    path = request.path
-    extension = path.rpartition("/")[2].rpartition(".")[2].lower() if "." in path.rpartition("/")[2] else ""
-    if extension and extension in settings.exclude_extensions:
+    return _path_excluded(request.path, settings.exclude_paths, settings.exclude_extensions)
+
+
+@functools.lru_cache(maxsize=256)
+def _status_excluded(status: int, ranges: tuple[tuple[int, int], ...]) -> bool:
+    return any(low <= status <= high for low, high in ranges)
+
+
+def _path_excluded(path: str, patterns: tuple[str, ...], extensions: tuple[str, ...]) -> bool:
+    # Cached: one application has few distinct paths, and the globs are matched one by one.
+    if len(path) > _CACHED_LENGTH:
+        return _match_path(path, patterns, extensions)
+    return _match_path_cached(path, patterns, extensions)
+
+
+def _match_path(path: str, patterns: tuple[str, ...], extensions: tuple[str, ...]) -> bool:
+    name = path.rpartition("/")[2]
+    extension = name.rpartition(".")[2].lower() if "." in name else ""
+    if extension and extension in extensions:
         return True
-    return any(fnmatch.fnmatchcase(path, pattern) for pattern in settings.exclude_paths)
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns)
+
+
+_match_path_cached = functools.lru_cache(maxsize=2048)(_match_path)
 
 
 def _is_slash_redirect(request: HttpRequest) -> bool:
@@ -107,6 +128,8 @@ def _is_slash_redirect(request: HttpRequest) -> bool:
 
 def is_event(request: HttpRequest, settings: Settings) -> bool:
     """Whether the request is tracked as an event (its route or path matches ``event_routes``)."""
+    if not settings.event_routes:
+        return False
     candidates = (request.route, request.path) if request.route else (request.path,)
     return any(fnmatch.fnmatchcase(candidate, pattern) for pattern in settings.event_routes for candidate in candidates)
 
@@ -119,11 +142,18 @@ def client_ip(request: HttpRequest, trusted: tuple[IpNetwork, ...], header: str 
     read (``X-Forwarded-For`` or RFC 7239 ``Forwarded``): a proxy that appends to one passes the other through
     from the client untouched. A garbage hop ends the walk at the last good address.
     """
-    peer = _parse_ip(request.peer_address)
+    chain = request.headers.get("forwarded" if header == "forwarded" else "x-forwarded-for", "")
+    if len(chain) > _CACHED_LENGTH:
+        return _walk(request.peer_address, chain, trusted, header)
+    return _walk_cached(request.peer_address, chain, trusted, header)
+
+
+def _walk(peer_address: str | None, chain: str, trusted: tuple[IpNetwork, ...], header: str) -> str | None:
+    peer = _parse_ip(peer_address)
     if peer is None:
         return None
     current = peer
-    for hop in reversed(_forwarded_for(request, header)[-_MAX_HOPS:]):
+    for hop in reversed(_forwarded_for(chain, header)[-_MAX_HOPS:]):
         if not _is_trusted(current, trusted):
             break
         parsed = _parse_ip(hop)
@@ -131,6 +161,10 @@ def client_ip(request: HttpRequest, trusted: tuple[IpNetwork, ...], header: str 
             break
         current = parsed
     return str(current)
+
+
+_walk_cached = functools.lru_cache(maxsize=4096)(_walk)
+"""Cached: a batch holds many requests of each visitor, and the walk parses addresses and networks."""
 
 
 def forwarded_origin(
@@ -175,11 +209,20 @@ def redact_query(query: str, words: tuple[str, ...]) -> str:
     """A query string without the parameters whose name contains a credential word (see :func:`redact_url`)."""
     if not query or not words:
         return query
+    if len(query) > _CACHED_LENGTH:
+        return _redact_query(query, words)
+    return _redact_query_cached(query, words)
+
+
+def _redact_query(query: str, words: tuple[str, ...]) -> str:
     pairs = parse_qsl(query, keep_blank_values=True)
     kept = [(name, value) for name, value in pairs if not _is_credential(name, words)]
     if len(kept) == len(pairs):
         return query
     return urlencode(kept, errors="replace")
+
+
+_redact_query_cached = functools.lru_cache(maxsize=2048)(_redact_query)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -190,10 +233,10 @@ def _is_credential(name: str, words: tuple[str, ...]) -> bool:
     return lowered in words or any(word.lower() in words for word in _WORD.findall(name))
 
 
-def _forwarded_for(request: HttpRequest, header: str) -> list[str]:
+def _forwarded_for(chain: str, header: str) -> list[str]:
     if header == "forwarded":
-        return [element.get("for", "") for element in _forwarded_elements(request.headers.get("forwarded", ""))]
-    return [hop.strip() for hop in _right_end(request.headers.get("x-forwarded-for", "")).split(",") if hop.strip()]
+        return [element.get("for", "") for element in _forwarded_elements(chain)]
+    return [hop.strip() for hop in _right_end(chain).split(",") if hop.strip()]
 
 
 def _right_end(value: str) -> str:
@@ -244,6 +287,7 @@ def _last_item(value: str) -> str:
     return value.rpartition(",")[2].strip()
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_trusted(address: IpAddress, networks: tuple[IpNetwork, ...]) -> bool:
     return any(address in network for network in networks if address.version == network.version)
 

@@ -139,7 +139,7 @@ def http_request_from_span_data(
         # A route with no placeholder that is not the path is a mount point ("/shop" for every page of a
         # sub-application mounted there): as a title it would merge every page into one row.
         route = None
-    headers = _headers(attributes)
+    headers, app_attributes = _scan(attributes)
     status = _integer(attributes, "http.response.status_code", "http.status_code")
     if status is None and (failed or _text(attributes, "error.type") is not None):
         status = 500
@@ -163,9 +163,13 @@ def http_request_from_span_data(
         response_size=_integer(attributes, "http.response.body.size", "http.response_content_length"),
         headers=headers,
         redirect_location=_text(attributes, RESPONSE_HEADER_ATTRIBUTE_PREFIX + "location"),
-        tracking=_app_tracking(attributes, events),
+        # Most requests tracked nothing: one shared empty view instead of reading a dozen absent attributes.
+        tracking=_app_tracking(attributes, events) if app_attributes or events else _NO_TRACKING,
         attributes=attributes,
     )
+
+
+_NO_TRACKING = AppTracking()
 
 
 def _route_template(route: str | None) -> str | None:
@@ -220,6 +224,13 @@ def _text(attributes: Attributes, *keys: str) -> str | None:
     """The first non-empty string value among ``keys``; a sequence counts by its first item."""
     for key in keys:
         value = attributes.get(key)
+        if value is None:
+            continue
+        if type(value) is str:  # the common case first: this runs a dozen times per span
+            text = value.strip()
+            if text:
+                return text if text.isascii() else _scrub(text)
+            continue
         if isinstance(value, (list, tuple)):
             value = value[0] if value else None
         if isinstance(value, str) and value.strip():
@@ -247,20 +258,48 @@ def _integer(attributes: Attributes, *keys: str) -> int | None:
     return None
 
 
-def _headers(attributes: Attributes) -> dict[str, str]:
-    """Captured request headers; Python names them with underscores, Node.js keeps the dashes."""
+def _scan(attributes: Attributes) -> tuple[dict[str, str], bool]:
+    """One pass over the attributes: the captured request headers (Python names them with underscores,
+    Node.js keeps the dashes), and whether ``otel_matomo.tracking`` set anything."""
     headers: dict[str, str] = {}
+    app_attributes = False
     for key, value in attributes.items():
-        if not key.startswith(HEADER_ATTRIBUTE_PREFIX):
-            continue
-        name = key[len(HEADER_ATTRIBUTE_PREFIX) :].lower().replace("_", "-")
-        items = value if isinstance(value, (list, tuple)) else (value,)
-        lines = [_scrub(item.strip()) for item in items if isinstance(item, str) and item.strip()]
+        if key.startswith(HEADER_ATTRIBUTE_PREFIX):
+            line = _header_line(value)
+            if line is not None:
+                name = _HEADER_NAMES.get(key) or _header_name(key)
+                headers[name] = line
+        elif key.startswith(tracking.ATTRIBUTE_PREFIX):
+            app_attributes = True
+    return headers, app_attributes
+
+
+def _header_line(value: object) -> str | None:
+    """A captured header's lines joined by ``", "``; ``None`` when nothing of use is left."""
+    if type(value) is tuple and len(value) == 1 and type(value[0]) is str:  # one line: the common case
+        value = value[0]
+    if type(value) is str:
+        line = value.strip()
         # Sanitised values (OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS) carry nothing of use.
-        lines = [line for line in lines if line != _REDACTED]
-        if lines:
-            headers[name] = ", ".join(lines)
-    return headers
+        if not line or line == _REDACTED:
+            return None
+        return line if line.isascii() else _scrub(line)
+    items = value if isinstance(value, (list, tuple)) else (value,)
+    lines = [_scrub(item.strip()) for item in items if isinstance(item, str) and item.strip()]
+    lines = [line for line in lines if line != _REDACTED]
+    return ", ".join(lines) if lines else None
+
+
+_HEADER_NAMES: dict[str, str] = {}
+"""Attribute key -> header name, filled as keys are met (a few dozen distinct keys in any application)."""
+_MAX_HEADER_NAMES = 1024
+
+
+def _header_name(key: str) -> str:
+    name = key[len(HEADER_ATTRIBUTE_PREFIX) :].lower().replace("_", "-")
+    if len(_HEADER_NAMES) < _MAX_HEADER_NAMES:
+        _HEADER_NAMES[key] = name
+    return name
 
 
 def _path_and_query(name: str, method: str, route: str | None, attributes: Attributes) -> tuple[str, str]:

@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 # The namespaced names, defined once; request.py reads them back.
+ATTRIBUTE_PREFIX = "matomo."
+"""Every span attribute this module sets starts with it (except ``enduser.id``, a semantic convention)."""
 EVENT = "matomo.event"
 GOAL = "matomo.goal"
 ORDER = "matomo.ecommerce.order"
