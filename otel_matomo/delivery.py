@@ -45,6 +45,10 @@ _START_DELAY = 0.2
 """Seconds after ``on_start`` before a start-tracked span is read: instrumentations set the captured request
 headers right *after* starting the span, so ``on_start`` itself never sees them."""
 _DAY = 86_400.0
+_TRANSLATE_EVERY = 32
+"""Queued spans that wake the worker to translate them. Spans are big object graphs: kept for a whole batch
+they outlive the collector's young generations and make its full passes, which pause the application, longer
+and more frequent. Hits are small; they wait in the buffer for a full batch (or ``schedule_delay``)."""
 
 
 @dataclass
@@ -73,6 +77,8 @@ class MatomoSpanProcessor(SpanProcessor):
     _shutdown: bool
     _failures: int
     _next_attempt: float
+    _send_at: float
+    """``time.monotonic()`` when what the buffer holds is sent, full batch or not (every ``schedule_delay``)."""
     _worker: threading.Thread
     _diagnostics: SpanDiagnostics
     _waiting: int
@@ -129,7 +135,7 @@ class MatomoSpanProcessor(SpanProcessor):
                     )
                     return
                 self._queue.append(span)
-                if len(self._queue) >= self._settings.batch_size:
+                if len(self._queue) >= _TRANSLATE_EVERY:
                     self._wake.set()
         except Exception:  # noqa: BLE001 - never into the application
             self._log.log(logging.ERROR, "on-end", "otel-matomo failed in on_end", exc_info=True)
@@ -175,6 +181,7 @@ class MatomoSpanProcessor(SpanProcessor):
         self._shutdown = False
         self._failures = 0
         self._next_attempt = 0.0
+        self._send_at = time.monotonic() + self._settings.schedule_delay
         self._worker = threading.Thread(target=self._run, name="otel-matomo", daemon=True)
         self._worker.start()
 
@@ -197,7 +204,7 @@ class MatomoSpanProcessor(SpanProcessor):
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
             while True:
-                self._wake.wait(self._settings.schedule_delay)
+                self._wake.wait(max(self._send_at - time.monotonic(), 0.0))
                 self._wake.clear()
                 stopping = self._shutdown
                 try:
@@ -240,7 +247,13 @@ class MatomoSpanProcessor(SpanProcessor):
                     count,
                     reason,
                 )
-        self._send_buffer(force=bool(flushes) or final)
+        waiting = len(self._buffer)
+        now = time.monotonic()
+        if flushes or final or now >= self._send_at:
+            self._send_at = now + self._settings.schedule_delay
+            self._send_buffer(force=bool(flushes) or final)
+        elif waiting >= self._settings.batch_size:
+            self._send_buffer(force=False, full_only=True)
         self._waiting = len(self._buffer)
         for done in flushes:
             if len(self._buffer) == 0:
@@ -257,11 +270,12 @@ class MatomoSpanProcessor(SpanProcessor):
                 ready.append(started.span._readable_span())  # a consistent snapshot of a live span
         return ready
 
-    def _send_buffer(self, *, force: bool) -> None:
-        """Send batches in order until the buffer is empty or Matomo fails; then back off."""
+    def _send_buffer(self, *, force: bool, full_only: bool = False) -> None:
+        """Send batches in order until the buffer is empty (or holds less than a batch, with ``full_only``) or
+        Matomo fails; then back off."""
         if not force and time.monotonic() < self._next_attempt:
             return
-        while len(self._buffer):
+        while len(self._buffer) >= (self._settings.batch_size if full_only else 1):
             batch = self._buffer.peek(self._settings.batch_size, time.time())
             if not batch.hits:
                 return  # another process holds the spool

@@ -8,6 +8,7 @@ a missing attribute degrades one field, never the whole request.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -329,11 +330,21 @@ def _path_and_query(name: str, method: str, route: str | None, attributes: Attri
 
 def _safe_split(url: str) -> tuple[str, str]:
     """Path and query of ``http.url``, re-escaped: old ASGI builds it from the *decoded* query string."""
+    # Cached: the old conventions (FastAPI's default) need it for every span, and pages repeat.
+    return _split_url_cached(url) if len(url) <= _CACHED_URL_LENGTH else _split_url(url)
+
+
+def _split_url(url: str) -> tuple[str, str]:
     try:
         parts = urlsplit(url)
     except ValueError:
         return "/", ""
     return quote(parts.path, safe=_URL_SAFE) or "/", quote(parts.query, safe=_URL_SAFE)
+
+
+_CACHED_URL_LENGTH = 512
+"""Longer URLs are split every time, so that the cache stays small whatever the visitors send."""
+_split_url_cached = functools.lru_cache(maxsize=2048)(_split_url)
 
 
 def _host(attributes: Attributes) -> str | None:

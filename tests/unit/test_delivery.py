@@ -125,6 +125,34 @@ def test_batches_are_bounded_by_batch_size(processors: Processors, standin: Mato
     assert paths(standin) == [f"/page/{n}" for n in range(25)]
 
 
+def test_full_batches_go_at_once_and_the_rest_waits_for_the_schedule(
+    processors: Processors, standin: MatomoStandIn
+) -> None:
+    # Spans are translated as they come (32 at a time), but Matomo gets full batches: a partial batch waits for
+    # schedule_delay, so that hits per request stay high under load.
+    processor = processors(batch_size=40, schedule_delay=1.5)
+    tracer = tracer_for(processor)
+    started = time.monotonic()
+    for n in range(100):
+        request_span(tracer, f"/page/{n}")
+    wait_until(lambda: len(standin.received) >= 2, "two full batches", timeout=1.0)
+    sizes = [len(received.body["requests"]) for received in standin.received]  # type: ignore[arg-type]
+    assert sizes == [40, 40]
+    assert time.monotonic() - started < 1.4, "full batches went before the schedule"
+    wait_until(lambda: len(standin.received) == 3, "the rest at schedule_delay", timeout=3.0)
+    assert len(standin.received[2].body["requests"]) == 20  # type: ignore[arg-type]
+    assert paths(standin) == [f"/page/{n}" for n in range(100)]
+
+
+def test_queued_spans_are_translated_soon_without_waiting_for_a_batch(processors: Processors) -> None:
+    # Spans are large object graphs; the worker turns them into hits within a few spans, not a whole batch.
+    processor = processors(batch_size=500, schedule_delay=30.0)
+    tracer = tracer_for(processor)
+    for n in range(64):
+        request_span(tracer, f"/page/{n}")
+    wait_until(lambda: len(processor._queue) == 0 and processor._waiting == 64, "64 hits in the buffer", timeout=2.0)
+
+
 def test_the_processors_own_http_requests_are_not_traced(processors: Processors, standin: MatomoStandIn) -> None:
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 

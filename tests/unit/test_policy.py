@@ -528,3 +528,30 @@ def test_event_routes_match_the_route_template_or_the_path() -> None:
     assert not is_event(request(path="/items/7", route="/items/{item_id}"), events)
     assert not is_event(request(path="/apiary"), events)
     assert not is_event(request(path="/API/cart"), events)  # case-sensitive, like paths
+
+
+# --- Cached paths: values past the cached length (512 characters) take the same road -----------------------
+
+
+@pytest.mark.parametrize("padding", [0, 600])
+def test_the_forwarding_walk_is_the_same_for_long_chains(padding: int) -> None:
+    chain = ", ".join([SPOOFED] * (padding // 9 + 1)) + f", {CLIENT}, 10.0.0.2"
+    assert len(chain) > padding
+    trusted = networks("127.0.0.0/8", "10.0.0.0/8")
+    for _ in range(2):  # the second time from the cache, when short enough to be cached
+        assert client_ip(proxied({"x-forwarded-for": chain}), trusted) == CLIENT
+        assert client_ip(proxied({"x-forwarded-for": chain}), LOOPBACK) == "10.0.0.2"
+
+
+@pytest.mark.parametrize("padding", [0, 600])
+def test_credentials_are_redacted_from_long_queries(padding: int) -> None:
+    url = f"https://shop.example/?q={'x' * padding}&token=s3cret&utm_source=news"
+    for _ in range(2):
+        assert redact_url(url, WORDS) == f"https://shop.example/?q={'x' * padding}&utm_source=news"
+
+
+@pytest.mark.parametrize("padding", [0, 600])
+def test_excluded_paths_are_found_in_long_paths(padding: int) -> None:
+    for _ in range(2):
+        assert skip_reason(request(path=f"/static/{'a' * padding}.css"), DEFAULTS) is Skip.EXCLUDED
+        assert skip_reason(request(path=f"/items/{'a' * padding}"), DEFAULTS) is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
@@ -140,3 +141,33 @@ def test_non_http_and_internal_spans_are_not_requests() -> None:
             if span["kind"] == "INTERNAL":
                 request = http_request_from_span_data(span["name"], span["attributes"], 0, 1, 1)
                 assert request is None, span["name"]
+
+
+@pytest.mark.parametrize("padding", [0, 600])
+def test_old_asgi_urls_are_re_escaped_whatever_their_length(padding: int) -> None:
+    # Old ASGI builds http.url from the decoded query; splitting it is cached up to 512 characters.
+    from otel_matomo.request import http_request_from_span_data
+
+    attributes = {
+        "http.method": "GET",
+        "http.target": "/search",
+        "http.url": f"http://shop.example/search?q=red shoes&p={'x' * padding}",
+    }
+    for _ in range(2):
+        request = http_request_from_span_data("GET /search", attributes, 1, 2, 3)
+        assert request is not None
+        assert (request.path, request.query) == ("/search", f"q=red%20shoes&p={'x' * padding}")
+
+
+def test_sdk_attributes_are_read_from_a_plain_copy() -> None:
+    # The SDK's BoundedAttributes view runs Python code on every lookup; read_span reads a dict copy of it.
+    from opentelemetry.attributes import BoundedAttributes
+
+    from otel_matomo.exporter import _plain
+
+    bounded = BoundedAttributes(attributes={"http.method": "GET", "http.request.header.host": ["a"]}, immutable=True)
+    plain = _plain(MappingProxyType(bounded))  # type: ignore[arg-type]
+    assert isinstance(plain, dict)
+    assert plain == {"http.method": "GET", "http.request.header.host": ("a",)}
+    assert _plain(None) == {}
+    assert _plain(MappingProxyType({})) == {}

@@ -455,3 +455,41 @@ def test_the_fast_query_encoding_is_urlencode_byte_for_byte(hit: dict[str, str])
     from otel_matomo.transport import _query
 
     assert _query(hit) == urlencode(hit, errors="replace")
+
+
+@pytest.mark.parametrize("length", [1, 511, 512, 513, 5000])
+def test_the_fast_query_encoding_matches_urlencode_past_the_cached_length(length: int) -> None:
+    # Values up to 512 characters are quoted once and cached; longer ones every time: both give urlencode's bytes.
+    from urllib.parse import urlencode
+
+    from otel_matomo.transport import _query
+
+    for value in ("a b&c=d/é" * length)[:length], ("x" * length), ("%" * length):
+        hit = {"url": value, "ua": value, "rand": "00ff"}
+        assert _query(hit) == urlencode(hit, errors="replace")
+        assert _query(hit) == urlencode(hit, errors="replace")  # the second time from the cache
+
+
+def _ssl_context(transport: Transport) -> object:
+    return transport._client._transport._pool._ssl_context  # type: ignore[attr-defined]
+
+
+def test_an_https_endpoint_verifies_certificates() -> None:
+    import ssl
+
+    settings = Settings.from_env({}, endpoint="https://matomo.example", site_id=1, token_auth=WRITE_TOKEN)
+    context = _ssl_context(Transport(settings))
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname
+
+
+def test_a_plain_http_endpoint_loads_no_certificate_store() -> None:
+    # It never uses TLS (no redirects are followed); the store would only lengthen the application's GC pauses.
+    import ssl
+
+    settings = Settings.from_env({}, endpoint="http://127.0.0.1:8765", site_id=1, token_auth=WRITE_TOKEN)
+    context = _ssl_context(Transport(settings))
+    assert isinstance(context, ssl.SSLContext)
+    assert context.cert_store_stats()["x509_ca"] == 0
+    assert not Transport(settings)._client.follow_redirects

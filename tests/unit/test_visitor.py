@@ -65,3 +65,13 @@ def test_not_an_unkeyed_hash_of_ip_and_user_agent() -> None:
 @given(secret=st.binary(min_size=16, max_size=64), ip=st.none() | st.text(), ua=st.none() | st.text())
 def test_any_input_gives_sixteen_lower_hex(secret: bytes, ip: str | None, ua: str | None) -> None:
     assert HEX16.fullmatch(visitor_id(secret, ip, ua))
+
+
+def test_cached_and_long_user_agents_give_the_same_keyed_hash() -> None:
+    # Ids are cached for user agents up to 512 characters and computed every time beyond: the same HMAC either way.
+    import hmac
+
+    for ua in (UA, "M" * 512, "M" * 513, "é" * 3000):
+        expected = hmac.new(SECRET, f"{IP}\0{ua}\0".encode(), hashlib.sha256).hexdigest()[:16]
+        assert visitor_id(SECRET, IP, ua) == visitor_id(SECRET, IP, ua) == expected
+        assert visitor_id(OTHER_SECRET, IP, ua) != expected
