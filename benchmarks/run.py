@@ -712,6 +712,8 @@ def report(
             f"body {cost['body_bytes']:,} bytes |",
             "| a FastAPI-shaped batch (server + INTERNAL send/receive spans), per span | "
             f"{fmt(cost['mixed_us_per_span'], 2)} µs ({cost['mixed_hits']} hits of {cost['batch']} spans) |",
+            "| translate + encode, every span from a distinct visitor at a distinct page (no cache helps) | "
+            f"{fmt(cost['distinct_us_per_span'], 2)} µs |",
             "",
             "Spans: every span recorded in `tests/fixtures/spans` (FastAPI, raw ASGI, Flask, raw WSGI; old, new "
             "and dup conventions; page views, API posts, 404, 500, no optional headers, repeated headers) as SDK "
