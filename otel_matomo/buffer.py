@@ -82,7 +82,7 @@ class MemoryBuffer:
     def add(self, hits: Sequence[Hit], now: float) -> Drops:
         """Append ``hits``; drop what is too old, then the oldest while over a bound."""
         for hit in hits:
-            size = sum(len(key) + len(value) for key, value in hit.items())
+            size = sum(map(len, hit)) + sum(map(len, hit.values()))
             self._items.append((hit, size))
             self._bytes += size
         drops = Drops()

@@ -62,9 +62,10 @@ class AppTracking:
     facts: tuple[TrackedFact, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class HttpRequest:
-    """One HTTP request to the application, as plain data."""
+    """One HTTP request to the application, as plain data; read, never changed, once built. (Not a frozen
+    dataclass: building one per span is on the exporter's hot path, and frozen construction costs half again.)"""
 
     method: str
     path: str
@@ -265,20 +266,38 @@ def _scan(attributes: Attributes) -> tuple[dict[str, str], bool]:
     headers: dict[str, str] = {}
     app_attributes = False
     for key, value in attributes.items():
-        if key.startswith(HEADER_ATTRIBUTE_PREFIX):
-            line = _header_line(value)
-            if line is not None:
-                name = _HEADER_NAMES.get(key) or _header_name(key)
-                headers[name] = line
-        elif key.startswith(tracking.ATTRIBUTE_PREFIX):
-            app_attributes = True
+        kind = _KEY_KINDS.get(key)
+        if kind is None:
+            kind = _key_kind(key)
+        if isinstance(kind, bool):  # True: a tracking attribute, False: any other
+            app_attributes = app_attributes or kind
+            continue
+        line = _header_line(value[0] if type(value) is tuple and len(value) == 1 else value)
+        if line is not None:
+            headers[kind] = line
     return headers, app_attributes
+
+
+_KEY_KINDS: dict[str, str | bool] = {}
+"""Attribute key -> the header name it captures, ``True`` for tracking attributes, ``False`` for the rest;
+filled as keys are met (a few dozen distinct keys in any application), so that each attribute costs one
+lookup instead of prefix tests."""
+_MAX_KEY_KINDS = 4096
+
+
+def _key_kind(key: str) -> str | bool:
+    kind: str | bool
+    if key.startswith(HEADER_ATTRIBUTE_PREFIX):
+        kind = key[len(HEADER_ATTRIBUTE_PREFIX) :].lower().replace("_", "-")
+    else:
+        kind = key.startswith(tracking.ATTRIBUTE_PREFIX)
+    if len(_KEY_KINDS) < _MAX_KEY_KINDS:
+        _KEY_KINDS[key] = kind
+    return kind
 
 
 def _header_line(value: object) -> str | None:
     """A captured header's lines joined by ``", "``; ``None`` when nothing of use is left."""
-    if type(value) is tuple and len(value) == 1 and type(value[0]) is str:  # one line: the common case
-        value = value[0]
     if type(value) is str:
         line = value.strip()
         # Sanitised values (OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS) carry nothing of use.
@@ -289,18 +308,6 @@ def _header_line(value: object) -> str | None:
     lines = [_scrub(item.strip()) for item in items if isinstance(item, str) and item.strip()]
     lines = [line for line in lines if line != _REDACTED]
     return ", ".join(lines) if lines else None
-
-
-_HEADER_NAMES: dict[str, str] = {}
-"""Attribute key -> header name, filled as keys are met (a few dozen distinct keys in any application)."""
-_MAX_HEADER_NAMES = 1024
-
-
-def _header_name(key: str) -> str:
-    name = key[len(HEADER_ATTRIBUTE_PREFIX) :].lower().replace("_", "-")
-    if len(_HEADER_NAMES) < _MAX_HEADER_NAMES:
-        _HEADER_NAMES[key] = name
-    return name
 
 
 def _path_and_query(name: str, method: str, route: str | None, attributes: Attributes) -> tuple[str, str]:

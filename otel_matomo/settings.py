@@ -29,9 +29,26 @@ _NONE = "none"
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-DEFAULT_TRUSTED_PROXIES: tuple[IpNetwork, ...] = (
-    ipaddress.ip_network("127.0.0.0/8"),
-    ipaddress.ip_network("::1/128"),
+
+class Networks(tuple[IpNetwork, ...]):
+    """A tuple of networks that computes its hash once: it keys the policy's caches, and ``ipaddress`` networks
+    hash in Python code every time."""
+
+    _hash: int
+
+    def __hash__(self) -> int:
+        try:
+            return self._hash
+        except AttributeError:
+            self._hash = super().__hash__()
+            return self._hash
+
+
+DEFAULT_TRUSTED_PROXIES: tuple[IpNetwork, ...] = Networks(
+    (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
 )
 """Loopback only, as uvicorn's ``--forwarded-allow-ips`` default: a proxy on the same host."""
 
@@ -362,7 +379,7 @@ class _Reader:
         if items is None:
             return DEFAULT_TRUSTED_PROXIES
         try:
-            return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+            return Networks(ipaddress.ip_network(item, strict=False) for item in items)
         except ValueError as error:
             raise self._error(
                 "TRUSTED_PROXIES",
