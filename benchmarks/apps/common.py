@@ -34,14 +34,6 @@ def setup_tracing() -> None:
     """A TracerProvider for the otel and matomo variants; the matomo variant adds the exporter."""
     if VARIANT not in INSTRUMENTED:
         return
-    if os.environ.get("BENCH_PROPOSALS"):
-        # An experiment: benchmarks/proposals.py's patches applied in this process (e.g. BENCH_PROPOSALS=all).
-        import sys
-
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        from proposals import apply_in_app
-
-        print(f"proposals applied: {apply_in_app(os.environ['BENCH_PROPOSALS'])}", file=sys.stderr)
     global _exporter
     if VARIANT in ("bsp", "matomo", "processor"):
         import otel_matomo
