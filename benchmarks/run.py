@@ -59,6 +59,7 @@ HEADERS = {
 VARIANTS = {
     "plain": "(a) no instrumentation",
     "otel": "(b) OpenTelemetry, no exporter",
+    "capture": "(b1) (b) + header capture",
     "bsp": "(b+) (b) + header capture + BatchSpanProcessor(no-op exporter)",
     "matomo": "(c) (b) + BatchSpanProcessor(MatomoSpanExporter)",
     "processor": "(c2) (b) + MatomoSpanProcessor",
@@ -579,8 +580,9 @@ def report(
         "otel-matomo's) and `BatchSpanProcessor(MatomoSpanExporter(...))` with the SDK defaults (batch 512 "
         "spans, queue 2048, 5 s), as the README's simple set-up. (c2) is the same with otel-matomo's own "
         "`MatomoSpanProcessor` instead (its defaults: batches of 500 hits, 1 s, queue 2048 server spans, retry "
-        "buffer). (b+) is (b) + the header capture + a `BatchSpanProcessor` whose exporter does nothing: the share "
-        "of the SDK's batching, which any exporter pays. "
+        "buffer). (b1) is (b) + the header capture alone: the share of the instrumentation's own work that "
+        "otel-matomo asks for. (b+) is (b) + the header capture + a `BatchSpanProcessor` whose exporter does "
+        "nothing: the share of the SDK's batching, which any exporter pays. "
         "(d) is asgi-matomo (ASGI) / flask-matomo2 (WSGI): one HTTP call to Matomo "
         "inside each request. Every tracker gets the same `token_auth`, so every tracker sends the visitor IP.",
         "- Matomo: `benchmarks/standin.py`, an asyncio server that only counts hits and answers "

@@ -8,15 +8,16 @@ import threading
 from typing import Any
 
 VARIANT = os.environ.get("BENCH_VARIANT", "plain")
-"""plain: no instrumentation; otel: OpenTelemetry, no exporter; bsp: otel + otel-matomo's header capture + a
-BatchSpanProcessor with an exporter that does nothing; matomo: otel + BatchSpanProcessor(MatomoSpanExporter);
-processor: otel + MatomoSpanProcessor (otel-matomo's own processor); peer: the peer tracker."""
+"""plain: no instrumentation; otel: OpenTelemetry, no exporter; capture: otel + otel-matomo's header capture;
+bsp: otel + the header capture + a BatchSpanProcessor with an exporter that does nothing; matomo: otel +
+BatchSpanProcessor(MatomoSpanExporter); processor: otel + MatomoSpanProcessor (otel-matomo's own processor);
+peer: the peer tracker."""
 MATOMO_URL = os.environ.get("BENCH_MATOMO_URL", "http://127.0.0.1:8765")
 TOKEN = "0123456789abcdef0123456789abcdef"
 """The same token_auth for every tracker, so that every tracker sends the visitor IP (cip)."""
 SITE_ID = 1
 STATS_PATH = "/_stats"
-INSTRUMENTED = ("otel", "bsp", "matomo", "processor")
+INSTRUMENTED = ("otel", "capture", "bsp", "matomo", "processor")
 
 _drops = 0
 _drops_lock = threading.Lock()
@@ -35,7 +36,7 @@ def setup_tracing() -> None:
     if VARIANT not in INSTRUMENTED:
         return
     global _exporter
-    if VARIANT in ("bsp", "matomo", "processor"):
+    if VARIANT in ("capture", "bsp", "matomo", "processor"):
         import otel_matomo
 
         # What the README asks for before instrumenting; its cost on the request path is otel-matomo's.
