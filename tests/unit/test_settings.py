@@ -396,3 +396,17 @@ def test_dry_run_still_reads_and_validates_the_others() -> None:
 def test_settings_do_not_read_process_environment_when_environ_given(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PREFIX + "SITE_ID", "77")
     assert Settings.from_env(env()).site_id == 1
+
+
+def test_trusted_proxies_hash_once_and_still_compare_as_a_tuple() -> None:
+    # They key the policy's caches; ipaddress networks hash in Python code on every call otherwise.
+    import ipaddress
+
+    from otel_matomo.settings import Networks
+
+    trusted = Settings.from_env({}, dry_run=True, trusted_proxies=["10.0.0.0/8", "::1"]).trusted_proxies
+    assert isinstance(trusted, Networks)
+    plain = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    assert trusted == plain
+    assert hash(trusted) == hash(plain) == hash(trusted)
+    assert isinstance(Settings.from_env({}, dry_run=True).trusted_proxies, Networks)
