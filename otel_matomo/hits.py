@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from urllib.parse import quote
 
 from otel_matomo import tracking
+from otel_matomo._cache import CACHED_LENGTH
 from otel_matomo.policy import client_ip, forwarded_origin, is_event, mask_ip, redact_query, redact_url
 from otel_matomo.request import HttpRequest
 from otel_matomo.settings import Settings
@@ -237,12 +238,9 @@ _NO_HINTS = (None,) * len(_HINT_HEADERS)
 
 def _uadata(hints: tuple[str | None, ...]) -> str | None:
     # Cached (one browser sends the same hints on every request) unless a visitor sends huge headers.
-    if sum(map(len, filter(None, hints))) > _CACHED_HINTS_LENGTH:
+    if sum(map(len, filter(None, hints))) > CACHED_LENGTH:
         return _client_hints(*hints)
     return _client_hints_cached(*hints)
-
-
-_CACHED_HINTS_LENGTH = 1024
 
 
 def _client_hints(

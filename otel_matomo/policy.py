@@ -21,6 +21,7 @@ import ipaddress
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from otel_matomo._cache import CACHED_LENGTH
 from otel_matomo.request import HttpRequest
 from otel_matomo.settings import IpNetwork, Settings
 
@@ -39,8 +40,6 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _MAX_HOPS = 32
 _MAX_HEADER = 4096
-_CACHED_LENGTH = 512
-"""Caches keyed by what visitors send take only values up to this length, so that they stay small."""
 """Forwarding headers longer than this are cut: a hostile chain must not cost unbounded CPU."""
 _CAMPAIGN_PREFIXES = ("mtm_", "pk_", "utm_", "matomo_", "piwik_")
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
@@ -94,7 +93,7 @@ def _status_excluded(status: int, ranges: tuple[tuple[int, int], ...]) -> bool:
 
 def _path_excluded(path: str, patterns: tuple[str, ...], extensions: tuple[str, ...]) -> bool:
     # Cached: one application has few distinct paths, and the globs are matched one by one.
-    if len(path) > _CACHED_LENGTH:
+    if len(path) > CACHED_LENGTH:
         return _match_path(path, patterns, extensions)
     return _match_path_cached(path, patterns, extensions)
 
@@ -143,7 +142,7 @@ def client_ip(request: HttpRequest, trusted: tuple[IpNetwork, ...], header: str 
     from the client untouched. A garbage hop ends the walk at the last good address.
     """
     chain = request.headers.get("forwarded" if header == "forwarded" else "x-forwarded-for", "")
-    if len(chain) > _CACHED_LENGTH:
+    if len(chain) > CACHED_LENGTH:
         return _walk(request.peer_address, chain, trusted, header)
     return _walk_cached(request.peer_address, chain, trusted, header)
 
@@ -209,7 +208,7 @@ def redact_query(query: str, words: tuple[str, ...]) -> str:
     """A query string without the parameters whose name contains a credential word (see :func:`redact_url`)."""
     if not query or not words:
         return query
-    if len(query) > _CACHED_LENGTH:
+    if len(query) > CACHED_LENGTH:
         return _redact_query(query, words)
     return _redact_query_cached(query, words)
 

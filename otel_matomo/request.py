@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
 from otel_matomo import tracking
+from otel_matomo._cache import CACHED_LENGTH
 
 __all__ = [
     "HEADER_ATTRIBUTE_PREFIX",
@@ -338,7 +339,7 @@ def _path_and_query(name: str, method: str, route: str | None, attributes: Attri
 def _safe_split(url: str) -> tuple[str, str]:
     """Path and query of ``http.url``, re-escaped: old ASGI builds it from the *decoded* query string."""
     # Cached: the old conventions (FastAPI's default) need it for every span, and pages repeat.
-    return _split_url_cached(url) if len(url) <= _CACHED_URL_LENGTH else _split_url(url)
+    return _split_url_cached(url) if len(url) <= CACHED_LENGTH else _split_url(url)
 
 
 def _split_url(url: str) -> tuple[str, str]:
@@ -349,8 +350,6 @@ def _split_url(url: str) -> tuple[str, str]:
     return quote(parts.path, safe=_URL_SAFE) or "/", quote(parts.query, safe=_URL_SAFE)
 
 
-_CACHED_URL_LENGTH = 512
-"""Longer URLs are split every time, so that the cache stays small whatever the visitors send."""
 _split_url_cached = functools.lru_cache(maxsize=2048)(_split_url)
 
 

@@ -22,6 +22,7 @@ from urllib.parse import quote_plus, urlsplit
 
 import httpx
 
+from otel_matomo._cache import CACHED_LENGTH
 from otel_matomo._gil import yield_gil
 from otel_matomo._ratelimit import RateLimitedLog
 from otel_matomo.hits import Hit
@@ -73,12 +74,8 @@ def _query(hit: Hit) -> str:
     )
 
 
-_CACHED_QUOTE_LENGTH = 512
-"""Longer values are quoted every time, so that the cache stays small whatever the visitors send."""
-
-
 def _quote_plus(text: str) -> str:
-    return _quote_plus_cached(text) if len(text) <= _CACHED_QUOTE_LENGTH else _quote_plus_uncached(text)
+    return _quote_plus_cached(text) if len(text) <= CACHED_LENGTH else _quote_plus_uncached(text)
 
 
 def _quote_plus_uncached(text: str) -> str:

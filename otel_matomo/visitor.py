@@ -6,6 +6,8 @@ import functools
 import hashlib
 import hmac
 
+from otel_matomo._cache import CACHED_LENGTH
+
 __all__ = ["visitor_id"]
 
 
@@ -18,13 +20,9 @@ def visitor_id(secret: bytes, client_ip: str | None, user_agent: str | None, day
     brute-force an unsalted hash back to the visitor's address. With ``day`` (a UTC date) the id rotates daily
     and no id links one visitor across two days.
     """
-    if user_agent is not None and len(user_agent) > _CACHED_LENGTH:
+    if user_agent is not None and len(user_agent) > CACHED_LENGTH:
         return _visitor_id(secret, client_ip, user_agent, day)
     return _visitor_id_cached(secret, client_ip, user_agent, day)
-
-
-_CACHED_LENGTH = 512
-"""Longer user agents are hashed every time, so that the cache stays small whatever the visitors send."""
 
 
 def _visitor_id(secret: bytes, client_ip: str | None, user_agent: str | None, day: str | None) -> str:
