@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import time
@@ -10,7 +9,7 @@ from collections.abc import Mapping
 from urllib.parse import quote
 
 from otel_matomo import tracking
-from otel_matomo._cache import CACHED_LENGTH
+from otel_matomo._cache import text_cache
 from otel_matomo.policy import client_ip, forwarded_origin, is_event, mask_ip, redact_query, redact_url
 from otel_matomo.request import HttpRequest
 from otel_matomo.settings import Settings
@@ -98,7 +97,7 @@ def request_hit(request: HttpRequest, settings: Settings) -> Hit:
     if request.user_agent:
         hit["ua"] = request.user_agent
     hints = tuple(map(headers.get, _HINT_HEADERS))
-    if hints != _NO_HINTS and (uadata := _uadata(hints)):
+    if hints != _NO_HINTS and (uadata := _client_hints(hints)):
         hit["uadata"] = uadata
     if language := headers.get("accept-language"):
         hit["lang"] = language
@@ -236,22 +235,15 @@ _HINT_HEADERS = (
 _NO_HINTS = (None,) * len(_HINT_HEADERS)
 
 
-def _uadata(hints: tuple[str | None, ...]) -> str | None:
-    # Cached (one browser sends the same hints on every request) unless a visitor sends huge headers.
-    if sum(map(len, filter(None, hints))) > CACHED_LENGTH:
-        return _client_hints(*hints)
-    return _client_hints_cached(*hints)
+def _hints_length(hints: tuple[str | None, ...]) -> int:
+    return sum(map(len, filter(None, hints)))
 
 
-def _client_hints(
-    brands: str | None,
-    full_version_list: str | None,
-    mobile: str | None,
-    platform: str | None,
-    platform_version: str | None,
-    model: str | None,
-) -> str | None:
-    """``Sec-CH-UA*`` request headers as the JSON ``uadata`` Matomo's JavaScript tracker sends."""
+@text_cache(maxsize=1024, size=_hints_length)  # one browser sends the same hints on every request
+def _client_hints(headers: tuple[str | None, ...]) -> str | None:
+    """``Sec-CH-UA*`` request headers (values in ``_HINT_HEADERS`` order) as the JSON ``uadata`` Matomo's
+    JavaScript tracker sends."""
+    brands, full_version_list, mobile, platform, platform_version, model = headers
     hints: dict[str, object] = {}
     if brands is not None:
         hints["brands"] = [{"brand": brand, "version": version} for brand, version in _BRAND.findall(brands)]
@@ -265,9 +257,6 @@ def _client_hints(
         if value is not None:
             hints[key] = value.strip().strip('"')
     return json.dumps(hints, separators=(",", ":")) if hints else None
-
-
-_client_hints_cached = functools.lru_cache(maxsize=1024)(_client_hints)
 
 
 def _encode_component(text: str) -> str:

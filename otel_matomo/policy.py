@@ -21,7 +21,7 @@ import ipaddress
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from otel_matomo._cache import CACHED_LENGTH
+from otel_matomo._cache import text_cache
 from otel_matomo.request import HttpRequest
 from otel_matomo.settings import IpNetwork, Settings
 
@@ -91,22 +91,13 @@ def _status_excluded(status: int, ranges: tuple[tuple[int, int], ...]) -> bool:
     return any(low <= status <= high for low, high in ranges)
 
 
+@text_cache(maxsize=2048)  # one application has few distinct paths, and the globs are matched one by one
 def _path_excluded(path: str, patterns: tuple[str, ...], extensions: tuple[str, ...]) -> bool:
-    # Cached: one application has few distinct paths, and the globs are matched one by one.
-    if len(path) > CACHED_LENGTH:
-        return _match_path(path, patterns, extensions)
-    return _match_path_cached(path, patterns, extensions)
-
-
-def _match_path(path: str, patterns: tuple[str, ...], extensions: tuple[str, ...]) -> bool:
     name = path.rpartition("/")[2]
     extension = name.rpartition(".")[2].lower() if "." in name else ""
     if extension and extension in extensions:
         return True
     return any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns)
-
-
-_match_path_cached = functools.lru_cache(maxsize=2048)(_match_path)
 
 
 def _is_slash_redirect(request: HttpRequest) -> bool:
@@ -142,12 +133,11 @@ def client_ip(request: HttpRequest, trusted: tuple[IpNetwork, ...], header: str 
     from the client untouched. A garbage hop ends the walk at the last good address.
     """
     chain = request.headers.get("forwarded" if header == "forwarded" else "x-forwarded-for", "")
-    if len(chain) > CACHED_LENGTH:
-        return _walk(request.peer_address, chain, trusted, header)
-    return _walk_cached(request.peer_address, chain, trusted, header)
+    return _walk(chain, request.peer_address, trusted, header)
 
 
-def _walk(peer_address: str | None, chain: str, trusted: tuple[IpNetwork, ...], header: str) -> str | None:
+@text_cache(maxsize=4096)  # a batch holds many requests of each visitor, and the walk parses addresses and networks
+def _walk(chain: str, peer_address: str | None, trusted: tuple[IpNetwork, ...], header: str) -> str | None:
     peer = _parse_ip(peer_address)
     if peer is None:
         return None
@@ -160,10 +150,6 @@ def _walk(peer_address: str | None, chain: str, trusted: tuple[IpNetwork, ...], 
             break
         current = parsed
     return str(current)
-
-
-_walk_cached = functools.lru_cache(maxsize=4096)(_walk)
-"""Cached: a batch holds many requests of each visitor, and the walk parses addresses and networks."""
 
 
 def forwarded_origin(
@@ -208,20 +194,16 @@ def redact_query(query: str, words: tuple[str, ...]) -> str:
     """A query string without the parameters whose name contains a credential word (see :func:`redact_url`)."""
     if not query or not words:
         return query
-    if len(query) > CACHED_LENGTH:
-        return _redact_query(query, words)
-    return _redact_query_cached(query, words)
+    return _redact_query(query, words)
 
 
+@text_cache(maxsize=2048)
 def _redact_query(query: str, words: tuple[str, ...]) -> str:
     pairs = parse_qsl(query, keep_blank_values=True)
     kept = [(name, value) for name, value in pairs if not _is_credential(name, words)]
     if len(kept) == len(pairs):
         return query
     return urlencode(kept, errors="replace")
-
-
-_redact_query_cached = functools.lru_cache(maxsize=2048)(_redact_query)
 
 
 @functools.lru_cache(maxsize=4096)

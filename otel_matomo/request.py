@@ -8,14 +8,13 @@ a missing attribute degrades one field, never the whole request.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
 from otel_matomo import tracking
-from otel_matomo._cache import CACHED_LENGTH
+from otel_matomo._cache import text_cache
 
 __all__ = [
     "HEADER_ATTRIBUTE_PREFIX",
@@ -336,21 +335,14 @@ def _path_and_query(name: str, method: str, route: str | None, attributes: Attri
     return route or "/", ""
 
 
+@text_cache(maxsize=2048)  # the old conventions (FastAPI's default) need it for every span, and pages repeat
 def _safe_split(url: str) -> tuple[str, str]:
     """Path and query of ``http.url``, re-escaped: old ASGI builds it from the *decoded* query string."""
-    # Cached: the old conventions (FastAPI's default) need it for every span, and pages repeat.
-    return _split_url_cached(url) if len(url) <= CACHED_LENGTH else _split_url(url)
-
-
-def _split_url(url: str) -> tuple[str, str]:
     try:
         parts = urlsplit(url)
     except ValueError:
         return "/", ""
     return quote(parts.path, safe=_URL_SAFE) or "/", quote(parts.query, safe=_URL_SAFE)
-
-
-_split_url_cached = functools.lru_cache(maxsize=2048)(_split_url)
 
 
 def _host(attributes: Attributes) -> str | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import email.utils
 import enum
-import functools
 import json
 import logging
 import random
@@ -22,7 +21,7 @@ from urllib.parse import quote_plus, urlsplit
 
 import httpx
 
-from otel_matomo._cache import CACHED_LENGTH
+from otel_matomo._cache import text_cache
 from otel_matomo._gil import yield_gil
 from otel_matomo._ratelimit import RateLimitedLog
 from otel_matomo.hits import Hit
@@ -74,15 +73,9 @@ def _query(hit: Hit) -> str:
     )
 
 
+@text_cache(maxsize=2048)
 def _quote_plus(text: str) -> str:
-    return _quote_plus_cached(text) if len(text) <= CACHED_LENGTH else _quote_plus_uncached(text)
-
-
-def _quote_plus_uncached(text: str) -> str:
     return text.translate(_QUOTE_PLUS) if text.isascii() else quote_plus(text, errors="replace")
-
-
-_quote_plus_cached = functools.lru_cache(maxsize=2048)(_quote_plus_uncached)
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 
-from otel_matomo._cache import CACHED_LENGTH
+from otel_matomo._cache import text_cache
 
 __all__ = ["visitor_id"]
 
@@ -20,15 +19,10 @@ def visitor_id(secret: bytes, client_ip: str | None, user_agent: str | None, day
     brute-force an unsalted hash back to the visitor's address. With ``day`` (a UTC date) the id rotates daily
     and no id links one visitor across two days.
     """
-    if user_agent is not None and len(user_agent) > CACHED_LENGTH:
-        return _visitor_id(secret, client_ip, user_agent, day)
-    return _visitor_id_cached(secret, client_ip, user_agent, day)
+    return _visitor_id(user_agent, secret, client_ip, day)
 
 
-def _visitor_id(secret: bytes, client_ip: str | None, user_agent: str | None, day: str | None) -> str:
+@text_cache(maxsize=4096)  # a batch holds many requests of each visitor; the HMAC costs more than the lookup
+def _visitor_id(user_agent: str | None, secret: bytes, client_ip: str | None, day: str | None) -> str:
     message = f"{client_ip or ''}\0{user_agent or ''}\0{day or ''}".encode("utf-8", "surrogatepass")
     return hmac.new(secret, message, hashlib.sha256).hexdigest()[:16]
-
-
-_visitor_id_cached = functools.lru_cache(maxsize=4096)(_visitor_id)
-"""A batch holds many requests of each visitor; the HMAC costs more than the lookup."""
