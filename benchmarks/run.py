@@ -63,10 +63,11 @@ VARIANTS = {
     "bsp": "(b+) (b) + header capture + BatchSpanProcessor(no-op exporter)",
     "matomo": "(c) (b) + BatchSpanProcessor(MatomoSpanExporter)",
     "processor": "(c2) (b) + MatomoSpanProcessor",
+    "hook": "(c3) (b) + MatomoSpanProcessor + request_hook",
     "peer": "(d) peer tracker",
 }
-TRACKERS = ("matomo", "processor")
-"""The otel-matomo variants; ``processor`` only where the package has ``MatomoSpanProcessor``."""
+TRACKERS = ("matomo", "processor", "hook")
+"""The otel-matomo variants; ``processor`` and ``hook`` only where the package has what they use."""
 PEERS = {"asgi": "asgi-matomo", "wsgi": "flask-matomo2"}
 PACKAGES = (
     "otel-matomo",
@@ -676,9 +677,11 @@ def report(
             "|---|---|---:|---:|---:|---:|---:|---|",
         ]
         for stack, variant, sent, delivered, per_request, _nbatches, matomo_rps, values in delivery:
-            tracker = {"matomo": "(c) BatchSpanProcessor", "processor": "(c2) MatomoSpanProcessor"}.get(
-                variant, f"(d) {PEERS[stack]}"
-            )
+            tracker = {
+                "matomo": "(c) BatchSpanProcessor",
+                "processor": "(c2) MatomoSpanProcessor",
+                "hook": "(c3) MatomoSpanProcessor + request_hook",
+            }.get(variant, f"(d) {PEERS[stack]}")
             lines.append(
                 f"| {stack.upper()} | {tracker} | {sent:,} | {delivered:,} | {pct(delivered / sent if sent else None)} "
                 f"| {fmt(per_request, 0)} | {fmt(matomo_rps, 1)} | {all(r.clean_exit for r in values)} |"
@@ -879,7 +882,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.stacks = parts & {"asgi", "wsgi"}
     import otel_matomo
 
-    available = [v for v in VARIANTS if v != "processor" or hasattr(otel_matomo, "MatomoSpanProcessor")]
+    needs = {"processor": "MatomoSpanProcessor", "hook": "request_hook"}  # to measure older versions too
+    available = [v for v in VARIANTS if v not in needs or hasattr(otel_matomo, needs[v])]
     wanted = [v.strip() for v in args.variants.split(",")] if args.variants else available
     unknown = set(wanted) - set(VARIANTS)
     if unknown:

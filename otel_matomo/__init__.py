@@ -4,6 +4,7 @@ from otel_matomo.autoconfig import REQUEST_HEADERS, configure_header_capture
 from otel_matomo.delivery import MatomoSpanProcessor
 from otel_matomo.exporter import MatomoSpanExporter
 from otel_matomo.hits import Hit
+from otel_matomo.hooks import request_hook
 from otel_matomo.pipeline import ExportStats
 from otel_matomo.request import HttpRequest
 from otel_matomo.sampling import AnalyticsSampler
@@ -37,6 +38,7 @@ __all__ = [
     "Settings",
     "TrackingProcessor",
     "configure_header_capture",
+    "request_hook",
     "set_custom_dimension",
     "set_page_title",
     "set_user_id",

@@ -51,17 +51,23 @@ REQUEST_HEADERS: tuple[str, ...] = (
 """The request headers otel-matomo reads from spans."""
 
 
-def configure_header_capture(environ: MutableMapping[str, str] | None = None) -> list[str]:
+def configure_header_capture(
+    environ: MutableMapping[str, str] | None = None, *, request_headers: bool = True
+) -> list[str]:
     """Add :data:`REQUEST_HEADERS` to ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST`` (and
     :data:`RESPONSE_HEADERS` to ``..._SERVER_RESPONSE``).
 
     Call it before instrumenting the application (``FastAPIInstrumentor.instrument_app`` and the ASGI
     middleware read the variable when they are built, the WSGI middleware on every request). Headers the
-    user listed are kept. Returns the merged list, which may also be passed to the ASGI middleware's
-    ``http_capture_headers_server_request`` argument.
+    user listed are kept. Returns the merged request list, which may also be passed to the ASGI middleware's
+    ``http_capture_headers_server_request`` argument. ``request_headers=False`` arranges the response headers
+    alone, for applications that pass :func:`~otel_matomo.request_hook` to their instrumentation, which hands
+    over the request headers at a fraction of the capture's cost.
     """
     env = os.environ if environ is None else environ
     _merge(env, RESPONSE_CAPTURE_ENV, RESPONSE_HEADERS)
+    if not request_headers:
+        return [item.strip() for item in env.get(CAPTURE_ENV, "").split(",") if item.strip()]
     return _merge(env, CAPTURE_ENV, REQUEST_HEADERS)
 
 

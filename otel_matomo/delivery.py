@@ -29,12 +29,13 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, attach
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
-from otel_matomo import tracking
+from otel_matomo import hooks, tracking
 from otel_matomo._ratelimit import RateLimitedLog
 from otel_matomo.buffer import HitBuffer, MemoryBuffer, SpoolBuffer
 from otel_matomo.diagnostics import SpanDiagnostics
 from otel_matomo.exporter import read_span
 from otel_matomo.pipeline import ExportStats, Pipeline
+from otel_matomo.request import HttpRequest, RawHeaders
 from otel_matomo.settings import Settings
 from otel_matomo.transport import Outcome, backoff
 
@@ -49,6 +50,10 @@ _TRANSLATE_EVERY = 32
 """Queued spans that wake the worker to translate them. Spans are big object graphs: kept for a whole batch
 they outlive the collector's young generations and make its full passes, which pause the application, longer
 and more frequent. Hits are small; they wait in the buffer for a full batch (or ``schedule_delay``)."""
+
+
+_Queued = tuple[ReadableSpan, RawHeaders | None]
+"""A finished server span and the headers ``otel_matomo.request_hook`` kept for it."""
 
 
 @dataclass
@@ -69,7 +74,7 @@ class MatomoSpanProcessor(SpanProcessor):
     _pipeline: Pipeline
     _buffer: HitBuffer
     _lock: threading.Lock
-    _queue: collections.deque[ReadableSpan]
+    _queue: collections.deque[_Queued]
     _started: dict[int, _Started]
     _started_sent: set[int]
     _flush_requests: list[threading.Event]
@@ -89,6 +94,7 @@ class MatomoSpanProcessor(SpanProcessor):
         self._settings = settings or Settings.from_env(**options)
         self._log = RateLimitedLog(_logger)
         self._init_state()
+        hooks.add_processor()
         if hasattr(os, "register_at_fork"):
             reinit = weakref.WeakMethod(self._after_fork)
             os.register_at_fork(after_in_child=lambda: (method := reinit()) and method())
@@ -120,6 +126,7 @@ class MatomoSpanProcessor(SpanProcessor):
             if span.kind is not SpanKind.SERVER or self._shutdown:
                 return
             span_id = span.context.span_id if span.context is not None else 0
+            raw_headers = hooks.take(span_id)
             with self._lock:
                 if span_id in self._started_sent:
                     self._started_sent.discard(span_id)  # tracked when it started: never twice
@@ -134,7 +141,7 @@ class MatomoSpanProcessor(SpanProcessor):
                         self._settings.queue_size,
                     )
                     return
-                self._queue.append(span)
+                self._queue.append((span, raw_headers))
                 if len(self._queue) >= _TRANSLATE_EVERY:
                     self._wake.set()
         except Exception:  # noqa: BLE001 - never into the application
@@ -155,6 +162,7 @@ class MatomoSpanProcessor(SpanProcessor):
         if self._shutdown:
             return
         self._shutdown = True
+        hooks.remove_processor()
         self._wake.set()
         self._worker.join(timeout_millis / 1000)
         if self._worker.is_alive():
@@ -223,8 +231,9 @@ class MatomoSpanProcessor(SpanProcessor):
             self._queue.clear()
             flushes, self._flush_requests = self._flush_requests, []
             started = self._take_started(final)
-        self._diagnostics.observe(spans)
-        hits = self._pipeline.translate([*started, *spans], read_span)
+        # A span whose headers came through the hook has none among its attributes: not a capture problem.
+        self._diagnostics.observe(span for span, raw_headers in spans if raw_headers is None)
+        hits = self._pipeline.translate([*started, *spans], _read_queued)
         if hits:
             try:
                 drops = self._buffer.add(hits, time.time())
@@ -259,7 +268,7 @@ class MatomoSpanProcessor(SpanProcessor):
             if len(self._buffer) == 0:
                 done.set()
 
-    def _take_started(self, final: bool) -> list[ReadableSpan]:
+    def _take_started(self, final: bool) -> list[_Queued]:
         """Start-tracked spans old enough for their captured headers to be set (see ``_START_DELAY``)."""
         ready = []
         now = time.monotonic()
@@ -267,7 +276,8 @@ class MatomoSpanProcessor(SpanProcessor):
             if final or now - started.at >= _START_DELAY:
                 del self._started[span_id]
                 self._started_sent.add(span_id)
-                ready.append(started.span._readable_span())  # a consistent snapshot of a live span
+                # A consistent snapshot of a live span, with the headers the hook keeps until it ends.
+                ready.append((started.span._readable_span(), hooks.peek(span_id)))
         return ready
 
     def _send_buffer(self, *, force: bool, full_only: bool = False) -> None:
@@ -316,6 +326,11 @@ class MatomoSpanProcessor(SpanProcessor):
             for pattern in self._settings.start_routes
             for candidate in candidates
         )
+
+
+def _read_queued(queued: _Queued) -> HttpRequest | None:
+    span, raw_headers = queued
+    return read_span(span, raw_headers)
 
 
 def _queue_length(processor: weakref.ref[MatomoSpanProcessor]) -> Callable[[], int]:

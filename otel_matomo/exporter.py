@@ -15,7 +15,7 @@ from opentelemetry.util.types import Attributes
 from otel_matomo.diagnostics import SpanDiagnostics, report_sdk_exporters
 from otel_matomo.hits import Hit
 from otel_matomo.pipeline import ExportStats, Pipeline
-from otel_matomo.request import HttpRequest, http_request_from_span_data
+from otel_matomo.request import HttpRequest, RawHeaders, http_request_from_span_data
 from otel_matomo.settings import Settings
 
 __all__ = ["MatomoSpanExporter", "read_span"]
@@ -80,8 +80,9 @@ class MatomoSpanExporter(SpanExporter):
         return self._pipeline.translate(spans, read_span, count=False)
 
 
-def read_span(span: ReadableSpan) -> HttpRequest | None:
-    """The request an SDK server span recorded; ``None`` for other spans. A live span has no end yet."""
+def read_span(span: ReadableSpan, raw_headers: RawHeaders | None = None) -> HttpRequest | None:
+    """The request an SDK server span recorded; ``None`` for other spans. A live span has no end yet.
+    ``raw_headers``: those ``otel_matomo.request_hook`` kept for the span (``MatomoSpanProcessor``)."""
     if span.kind is not SpanKind.SERVER:
         return None
     context = span.context
@@ -94,6 +95,7 @@ def read_span(span: ReadableSpan) -> HttpRequest | None:
         span_id=context.span_id if context is not None else 0,
         events=[(event.name, event.timestamp, event.attributes or {}) for event in events] if events else (),
         failed=span.status.status_code is StatusCode.ERROR,
+        raw_headers=raw_headers,
     )
 
 

@@ -9,11 +9,11 @@ a missing attribute degrades one field, never the whole request.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
-from otel_matomo import tracking
+from otel_matomo import autoconfig, tracking
 from otel_matomo._cache import text_cache
 
 __all__ = [
@@ -21,8 +21,10 @@ __all__ = [
     "RESPONSE_HEADER_ATTRIBUTE_PREFIX",
     "AppTracking",
     "HttpRequest",
+    "RawHeaders",
     "SpanEvent",
     "TrackedFact",
+    "decode_raw_headers",
     "http_request_from_span_data",
 ]
 
@@ -35,6 +37,9 @@ _URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 Attributes = Mapping[str, object]
 SpanEvent = tuple[str, int, Attributes]
 """A span event as every source can give it: name, time (ns), attributes."""
+RawHeaders = Sequence[tuple[bytes, bytes]] | Mapping[str, str]
+"""Request headers as ``otel_matomo.request_hook`` keeps them: an ASGI scope's ``(name, value)`` byte pairs
+(names lower-case, as ASGI requires), or header name -> value as a WSGI server joined them."""
 
 
 @dataclass(frozen=True)
@@ -120,12 +125,14 @@ def http_request_from_span_data(
     events: Iterable[SpanEvent] = (),
     *,
     failed: bool = False,
+    raw_headers: RawHeaders | None = None,
 ) -> HttpRequest | None:
     """Build the request view of one SERVER span; ``None`` when the span carries no HTTP request.
 
     Span kind is the caller's business: the exporter and the gateway read it from different structures.
     ``failed`` is the span's ERROR status: an unhandled exception can end a span before any status code was
-    recorded (Starlette's instrumentation does), and the visitor then got a 500.
+    recorded (Starlette's instrumentation does), and the visitor then got a 500. ``raw_headers`` are those
+    ``otel_matomo.request_hook`` kept instead of OpenTelemetry's header capture.
     """
     method = _text(attributes, "http.request.method", "http.method")
     scheme = (_text(attributes, "url.scheme", "http.scheme") or "http").lower()
@@ -142,6 +149,8 @@ def http_request_from_span_data(
         # sub-application mounted there): as a title it would merge every page into one row.
         route = None
     headers, app_attributes = _scan(attributes)
+    if raw_headers:
+        headers.update(decode_raw_headers(raw_headers))
     status = _integer(attributes, "http.response.status_code", "http.status_code")
     if status is None and (failed or _text(attributes, "error.type") is not None):
         status = 500
@@ -308,6 +317,36 @@ def _header_line(value: object) -> str | None:
     lines = [_scrub(item.strip()) for item in items if isinstance(item, str) and item.strip()]
     lines = [line for line in lines if line != _REDACTED]
     return ", ".join(lines) if lines else None
+
+
+_WANTED: dict[bytes, str] = {name.encode("ascii"): name for name in autoconfig.REQUEST_HEADERS}
+
+
+def decode_raw_headers(raw: RawHeaders) -> dict[str, str]:
+    """The headers otel-matomo reads (``REQUEST_HEADERS``), repeated lines joined by ``", "`` as in captured ones.
+
+    ASGI values are bytes: UTF-8 as OpenTelemetry's capture decodes them, Latin-1 (every byte a character) when
+    they are not valid UTF-8.
+    """
+    if isinstance(raw, Mapping):
+        pairs: Iterable[tuple[str, object]] = raw.items()
+    else:
+        lines: dict[str, list[str]] = {}
+        for name, value in raw:
+            wanted = _WANTED.get(name)
+            if wanted is not None and type(value) is bytes:
+                try:
+                    text = value.decode()
+                except UnicodeDecodeError:
+                    text = value.decode("latin-1")
+                lines.setdefault(wanted, []).append(text)
+        pairs = lines.items()
+    headers = {}
+    for header, lines_or_line in pairs:
+        line = _header_line(lines_or_line)
+        if line is not None:
+            headers[header] = line
+    return headers
 
 
 def _path_and_query(name: str, method: str, route: str | None, attributes: Attributes) -> tuple[str, str]:

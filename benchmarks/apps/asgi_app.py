@@ -10,6 +10,7 @@ from common import (
     TOKEN,
     VARIANT,
     freeze_startup_objects,
+    request_hook,
     setup_tracing,
     stats,
     work,
@@ -34,7 +35,7 @@ async def _stats() -> dict[str, object]:
 if VARIANT in INSTRUMENTED:
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(app, excluded_urls=STATS_PATH)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls=STATS_PATH, server_request_hook=request_hook())
     application = app
 elif VARIANT == "peer":
     from asgi_matomo import MatomoMiddleware

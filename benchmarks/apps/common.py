@@ -11,13 +11,14 @@ VARIANT = os.environ.get("BENCH_VARIANT", "plain")
 """plain: no instrumentation; otel: OpenTelemetry, no exporter; capture: otel + otel-matomo's header capture;
 bsp: otel + the header capture + a BatchSpanProcessor with an exporter that does nothing; matomo: otel +
 BatchSpanProcessor(MatomoSpanExporter); processor: otel + MatomoSpanProcessor (otel-matomo's own processor);
-peer: the peer tracker."""
+hook: the processor with ``otel_matomo.request_hook`` instead of the request-header capture; peer: the peer
+tracker."""
 MATOMO_URL = os.environ.get("BENCH_MATOMO_URL", "http://127.0.0.1:8765")
 TOKEN = "0123456789abcdef0123456789abcdef"
 """The same token_auth for every tracker, so that every tracker sends the visitor IP (cip)."""
 SITE_ID = 1
 STATS_PATH = "/_stats"
-INSTRUMENTED = ("otel", "capture", "bsp", "matomo", "processor")
+INSTRUMENTED = ("otel", "capture", "bsp", "matomo", "processor", "hook")
 
 _drops = 0
 _drops_lock = threading.Lock()
@@ -36,16 +37,16 @@ def setup_tracing() -> None:
     if VARIANT not in INSTRUMENTED:
         return
     global _exporter
-    if VARIANT in ("capture", "bsp", "matomo", "processor"):
+    if VARIANT in ("capture", "bsp", "matomo", "processor", "hook"):
         import otel_matomo
 
         # What the README asks for before instrumenting; its cost on the request path is otel-matomo's.
-        otel_matomo.configure_header_capture()
+        otel_matomo.configure_header_capture(request_headers=VARIANT != "hook")
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
     provider = TracerProvider()
-    if VARIANT == "processor":
+    if VARIANT in ("processor", "hook"):
         from otel_matomo import MatomoSpanProcessor  # type: ignore[attr-defined]
 
         _exporter = MatomoSpanProcessor(endpoint=MATOMO_URL, site_id=SITE_ID, token_auth=TOKEN)
@@ -84,6 +85,15 @@ def _count_queue_drops(processor: Any) -> None:
         original(count, *args, **kwargs)
 
     metrics.drop_items = drop_items
+
+
+def request_hook() -> Any:
+    """The hook the instrumentation is given: otel-matomo's in the hook variant, none otherwise."""
+    if VARIANT != "hook":
+        return None
+    import otel_matomo
+
+    return otel_matomo.request_hook
 
 
 def freeze_startup_objects() -> None:

@@ -10,6 +10,7 @@ from common import (
     TOKEN,
     VARIANT,
     freeze_startup_objects,
+    request_hook,
     setup_tracing,
     stats,
     work,
@@ -34,7 +35,7 @@ def _stats() -> dict[str, object]:
 if VARIANT in INSTRUMENTED:
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-    FlaskInstrumentor().instrument_app(app, excluded_urls=STATS_PATH)
+    FlaskInstrumentor().instrument_app(app, excluded_urls=STATS_PATH, request_hook=request_hook())
 elif VARIANT == "peer":
     from flask_matomo2 import Matomo
 
