@@ -1,5 +1,7 @@
 """Real FastAPI (uvicorn) and Flask (werkzeug) apps, instrumented by OpenTelemetry, driven by real HTTP requests;
-the exporter sends through a BatchSpanProcessor to the local matomo.php stand-in, and the exact hits are checked.
+the exporter sends through a BatchSpanProcessor (or the MatomoSpanProcessor) to the local matomo.php stand-in, and
+the exact hits are checked: the same hits whether the request headers come from OpenTelemetry's capture or from
+``otel_matomo.request_hook``.
 """
 
 from __future__ import annotations
@@ -18,30 +20,32 @@ from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from otel_matomo import MatomoSpanExporter, configure_header_capture
+from otel_matomo import MatomoSpanExporter, MatomoSpanProcessor, configure_header_capture, request_hook
 from tests.e2e.frameworks_support import SECRET, browse, expected_hits, stable
 from tests.matomo_standin import WRITE_TOKEN, MatomoStandIn
 from tests.servers import serve_asgi, serve_wsgi
+
+Hook = Callable[[Any, Any], None] | None
 
 
 @dataclass(frozen=True)
 class Stack:
     name: str
-    instrument: Callable[[TracerProvider], Any]
+    instrument: Callable[[TracerProvider, Hook], Any]
     serve: Callable[[Any], AbstractContextManager[str]]
     item_route: str
     redirect_status: int
 
 
-def _fastapi(provider: TracerProvider) -> Any:
+def _fastapi(provider: TracerProvider, hook: Hook) -> Any:
     app = fastapi_app.create_app()
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, server_request_hook=hook)
     return app
 
 
-def _flask(provider: TracerProvider) -> Any:
+def _flask(provider: TracerProvider, hook: Hook) -> Any:
     app = flask_app.create_app()
-    FlaskInstrumentor().instrument_app(app, tracer_provider=provider)
+    FlaskInstrumentor().instrument_app(app, tracer_provider=provider, request_hook=hook)
     return app
 
 
@@ -51,19 +55,44 @@ STACKS = [
 ]
 
 
-@pytest.fixture
-def capture_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+@dataclass(frozen=True)
+class SetUp:
+    name: str
+    processor: bool
+    """``MatomoSpanProcessor``, or ``BatchSpanProcessor(MatomoSpanExporter)``."""
+    hook: bool
+    """``request_hook`` instead of OpenTelemetry's request-header capture."""
+
+
+SET_UPS = [
+    SetUp("exporter-capture", processor=False, hook=False),
+    SetUp("exporter-hook", processor=False, hook=True),
+    SetUp("processor-capture", processor=True, hook=False),
+    SetUp("processor-hook", processor=True, hook=True),
+]
+
+
+@pytest.fixture(params=SET_UPS, ids=lambda set_up: set_up.name)
+def set_up(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> SetUp:
+    chosen: SetUp = request.param
     monkeypatch.delenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", raising=False)
-    configure_header_capture()  # the documented in-code call, into the monkeypatched environment
+    monkeypatch.delenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", raising=False)
+    # The documented in-code calls, into the monkeypatched environment.
+    configure_header_capture(request_headers=not chosen.hook)
+    return chosen
 
 
 @pytest.fixture(params=STACKS, ids=lambda stack: stack.name)
-def shop(request: pytest.FixtureRequest, standin: MatomoStandIn, capture_headers: None) -> Iterator[tuple[str, Stack]]:
+def shop(request: pytest.FixtureRequest, standin: MatomoStandIn, set_up: SetUp) -> Iterator[tuple[str, Stack]]:
     stack: Stack = request.param
-    exporter = MatomoSpanExporter(endpoint=standin.url, site_id=1, token_auth=WRITE_TOKEN, visitor_id_secret=SECRET)
+    options: dict[str, Any] = {"endpoint": standin.url, "site_id": 1, "token_auth": WRITE_TOKEN}
+    options["visitor_id_secret"] = SECRET
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
-    with stack.serve(stack.instrument(provider)) as base_url:
+    if set_up.processor:
+        provider.add_span_processor(MatomoSpanProcessor(schedule_delay=0.05, **options))
+    else:
+        provider.add_span_processor(BatchSpanProcessor(MatomoSpanExporter(**options), schedule_delay_millis=50))
+    with stack.serve(stack.instrument(provider, request_hook if set_up.hook else None)) as base_url:
         yield base_url, stack
     provider.shutdown()
 
