@@ -127,25 +127,35 @@ class MatomoSpanProcessor(SpanProcessor):
                 return
             span_id = span.context.span_id if span.context is not None else 0
             raw_headers = hooks.take(span_id)
-            with self._lock:
-                if span_id in self._started_sent:
-                    self._started_sent.discard(span_id)  # tracked when it started: never twice
-                    return
-                self._started.pop(span_id, None)
-                if len(self._queue) >= self._settings.queue_size:
-                    self._pipeline.count_dropped("queue_full", 1)
-                    self._log.log(
-                        logging.WARNING,
-                        "queue-full",
-                        "otel-matomo dropped a request: the queue of %d spans is full (Matomo slow or down?)",
-                        self._settings.queue_size,
-                    )
-                    return
-                self._queue.append((span, raw_headers))
-                if len(self._queue) >= _TRANSLATE_EVERY:
-                    self._wake.set()
+            # The lock only for long-lived requests tracked at their start (rare): the deque's append and the
+            # worker's popleft are atomic, and a lock on every request is contention the application pays for.
+            # The worker adds to _started_sent before it removes from _started, so one of them is never empty.
+            if (self._started or self._started_sent) and self._started_ended(span_id):
+                return
+            queue = self._queue
+            if len(queue) >= self._settings.queue_size:
+                self._pipeline.count_dropped("queue_full", 1)
+                self._log.log(
+                    logging.WARNING,
+                    "queue-full",
+                    "otel-matomo dropped a request: the queue of %d spans is full (Matomo slow or down?)",
+                    self._settings.queue_size,
+                )
+                return
+            queue.append((span, raw_headers))
+            if len(queue) >= _TRANSLATE_EVERY and not self._wake.is_set():
+                self._wake.set()
         except Exception:  # noqa: BLE001 - never into the application
             self._log.log(logging.ERROR, "on-end", "otel-matomo failed in on_end", exc_info=True)
+
+    def _started_ended(self, span_id: int) -> bool:
+        """Forget a start-tracked span at its end; ``True`` when it was already sent (never twice)."""
+        with self._lock:
+            self._started.pop(span_id, None)
+            if span_id in self._started_sent:
+                self._started_sent.discard(span_id)
+                return True
+            return False
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Translate and send everything queued; ``True`` when nothing is left waiting within the timeout."""
@@ -226,9 +236,9 @@ class MatomoSpanProcessor(SpanProcessor):
             detach(token)
 
     def _cycle(self, *, final: bool) -> None:
+        queue = self._queue
+        spans = [queue.popleft() for _ in range(len(queue))]
         with self._lock:
-            spans = list(self._queue)
-            self._queue.clear()
             flushes, self._flush_requests = self._flush_requests, []
             started = self._take_started(final)
         # A span whose headers came through the hook has none among its attributes: not a capture problem.
@@ -274,8 +284,8 @@ class MatomoSpanProcessor(SpanProcessor):
         now = time.monotonic()
         for span_id, started in list(self._started.items()):
             if final or now - started.at >= _START_DELAY:
+                self._started_sent.add(span_id)  # first: on_end reads both without the lock
                 del self._started[span_id]
-                self._started_sent.add(span_id)
                 # A consistent snapshot of a live span, with the headers the hook keeps until it ends.
                 ready.append((started.span._readable_span(), hooks.peek(span_id)))
         return ready

@@ -120,12 +120,13 @@ def register(span: Span) -> None:
     the trace-id map serves spans that are not recorded (a sampler dropped them) and so never start here.
     """
     context = span.context
-    with _registry_lock:
-        if span.kind is SpanKind.SERVER:
+    if span.kind is SpanKind.SERVER:
+        with _registry_lock:
             _by_span[context.span_id] = span
             _by_trace[context.trace_id] = span
-        elif span.parent is not None and (server := _by_span.get(span.parent.span_id)) is not None:
-            _by_span[context.span_id] = server
+    elif span.parent is not None and (server := _by_span.get(span.parent.span_id)) is not None:
+        # No lock for the nested spans, two or more per request: one key each, and dict operations are atomic.
+        _by_span[context.span_id] = server
 
 
 def unregister(span: ReadableSpan) -> None:
@@ -133,9 +134,12 @@ def unregister(span: ReadableSpan) -> None:
     context = span.context
     if context is None:
         return
+    if span.kind is not SpanKind.SERVER:
+        _by_span.pop(context.span_id, None)
+        return
     with _registry_lock:
         server = _by_span.pop(context.span_id, None)
-        if span.kind is SpanKind.SERVER and server is not None and _by_trace.get(context.trace_id) is server:
+        if server is not None and _by_trace.get(context.trace_id) is server:
             del _by_trace[context.trace_id]
 
 
