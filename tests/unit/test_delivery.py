@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import SpanKind
 
-from otel_matomo import REQUEST_HEADERS, AnalyticsSampler, MatomoSpanProcessor, Settings
+from otel_matomo import REQUEST_HEADERS, AnalyticsSampler, MatomoSpanProcessor, Settings, request_hook
 from tests.matomo_standin import WRITE_TOKEN, Behaviour, MatomoStandIn
 from tests.servers import serve_asgi, wait_until
 
@@ -512,15 +512,23 @@ def _long_lived_app() -> FastAPI:
     return app
 
 
-@pytest.fixture
-def long_lived(processors: Processors) -> Iterator[tuple[str, MatomoSpanProcessor]]:
+@pytest.fixture(params=["capture", "hook"])
+def long_lived(
+    processors: Processors, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, MatomoSpanProcessor]]:
+    """Headers from OpenTelemetry's capture, or kept by ``request_hook`` until the span ends: either way a
+    start-tracked hit has them."""
     processor = processors(start_routes=("/slow", "/events", "/quick"))
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(processor)
     app = _long_lived_app()
-    FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=provider, http_capture_headers_server_request=list(REQUEST_HEADERS)
-    )
+    if request.param == "hook":
+        monkeypatch.delenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", raising=False)
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, server_request_hook=request_hook)
+    else:
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=provider, http_capture_headers_server_request=list(REQUEST_HEADERS)
+        )
     with serve_asgi(app) as base_url:
         yield base_url, processor
 
