@@ -321,7 +321,8 @@ class MatomoSpanProcessor(SpanProcessor):
 
     def _tracks_at_start(self, span: Span) -> bool:
         attributes = span.attributes or {}
-        scheme = attributes.get("url.scheme") or attributes.get("http.scheme")
+        # The old convention's name first: Python's default, and each miss raises KeyError inside the SDK's mapping.
+        scheme = attributes.get("http.scheme") or attributes.get("url.scheme")
         if scheme in ("ws", "wss"):
             return True
         if not self._settings.start_routes:
