@@ -9,10 +9,11 @@ every time, and what visitors send can never make a cache big.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-__all__ = ["CACHED_LENGTH", "text_cache"]
+__all__ = ["CACHED_LENGTH", "text_cache", "text_length"]
 
 CACHED_LENGTH = 512
 
@@ -22,21 +23,54 @@ _Result = TypeVar("_Result")
 _Function = Callable[Concatenate[_Text, _Params], _Result]
 
 
+class _Memo(dict[Any, Any]):
+    """One function's results by argument, as a plain dict: a hit is one C-level lookup (about a quarter of an
+    ``lru_cache`` hit behind a Python wrapper, which a span pays a dozen times), and only a miss runs Python code,
+    which is also where the text's length is checked. Emptied when full: cheaper than tracking recency, and a
+    working set that fits (one application's pages and visitors of the moment) is not affected."""
+
+    __slots__ = ("_compute", "_maxsize", "_size", "_spread")
+
+    def __init__(self, compute: Callable[..., Any], maxsize: int, size: Callable[..., int], spread: bool) -> None:
+        super().__init__()
+        self._compute = compute
+        self._maxsize = maxsize
+        self._size = size
+        self._spread = spread
+        """Whether keys are argument tuples (functions of several arguments) rather than the text itself."""
+
+    def __missing__(self, key: Any) -> Any:
+        args = key if self._spread else (key,)
+        result = self._compute(*args)
+        if self._size(*args) <= CACHED_LENGTH:
+            if len(self) >= self._maxsize:
+                self.clear()
+            self[key] = result
+        return result
+
+
+def text_length(*args: object) -> int:
+    """The characters of all the text arguments: what a cache entry holds of what the visitor sent."""
+    return sum(len(arg) for arg in args if isinstance(arg, str))
+
+
 def text_cache(
-    maxsize: int, size: Callable[[Any], int] = len
+    maxsize: int, size: Callable[..., int] = text_length
 ) -> Callable[[_Function[_Text, _Params, _Result]], _Function[_Text, _Params, _Result]]:
-    """``functools.lru_cache(maxsize)`` for a function whose first argument is the visitor's text (or ``None``):
-    calls whose text is longer than :data:`CACHED_LENGTH` (by ``size``) are computed, not cached."""
+    """A bounded cache for a function of the visitor's texts, at most ``maxsize`` results; calls whose texts are
+    longer than :data:`CACHED_LENGTH` (by ``size``, called with the arguments) are computed, not cached.
+    Arguments must be hashable and passed by position (every caller does, on the hot path)."""
 
     def decorate(function: _Function[_Text, _Params, _Result]) -> _Function[_Text, _Params, _Result]:
-        plain: Callable[..., _Result] = function
-        cached: Callable[..., _Result] = functools.lru_cache(maxsize=maxsize)(function)
+        spread = len(inspect.signature(function).parameters) > 1
+        memo = _Memo(function, maxsize, size, spread)
+        if not spread:
+            # The dict's own lookup is the function: no Python frame at all on a hit.
+            return cast(_Function[_Text, _Params, _Result], memo.__getitem__)
 
-        # Positional arguments only: every caller passes them so, and the wrapper is on the hot path.
-        def call(text: _Text, *args: Any) -> _Result:
-            if text is not None and size(text) > CACHED_LENGTH:
-                return plain(text, *args)
-            return cached(text, *args)
+        def call(*args: Any) -> _Result:
+            result: _Result = memo[args]  # (not typing.cast: a function call, on the hot path)
+            return result
 
         return cast(_Function[_Text, _Params, _Result], functools.update_wrapper(call, function))
 

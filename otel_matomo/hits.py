@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from urllib.parse import quote
 
 from otel_matomo import tracking
-from otel_matomo._cache import text_cache
+from otel_matomo._cache import text_cache, text_length
 from otel_matomo.policy import client_ip, forwarded_origin, is_event, mask_ip, redact_query, redact_url
 from otel_matomo.request import HttpRequest
 from otel_matomo.settings import Settings
@@ -88,7 +88,8 @@ def request_hit(request: HttpRequest, settings: Settings) -> Hit:
             hit.update(search=app.search_keyword, search_cat=app.search_category or "")
             if app.search_count is not None:
                 hit["search_count"] = str(app.search_count)
-        hit.update({_PRODUCT[part]: value for part, value in app.product.items()})
+        if app.product:
+            hit.update({_PRODUCT[part]: value for part, value in app.product.items()})
     if settings.dimensions or app.dimensions:
         hit.update(_dimensions(request, settings))
     headers = request.headers
@@ -96,8 +97,8 @@ def request_hit(request: HttpRequest, settings: Settings) -> Hit:
         hit["urlref"] = redact_url(referrer, settings.redact_query_params)
     if request.user_agent:
         hit["ua"] = request.user_agent
-    hints = tuple(map(headers.get, _HINT_HEADERS))
-    if hints != _NO_HINTS and (uadata := _client_hints(hints)):
+    # Most requests (all but Chromium's) carry no hint: one test of the header names before reading six headers.
+    if not _HINTS.isdisjoint(headers) and (uadata := _client_hints(tuple(map(headers.get, _HINT_HEADERS)))):
         hit["uadata"] = uadata
     if language := headers.get("accept-language"):
         hit["lang"] = language
@@ -214,13 +215,18 @@ def page_url(request: HttpRequest, settings: Settings) -> str:
     parser as part of the fragment.
     """
     scheme, host = forwarded_origin(request, settings.trusted_proxies, settings.forwarded_header)
+    return _page_url(scheme, host, request.path, request.query, settings.redact_query_params)
+
+
+@text_cache(maxsize=2048)  # one page is requested again and again, and its URL is put together the same way
+def _page_url(scheme: str, host: str | None, path: str, query: str, words: tuple[str, ...]) -> str:
     scheme = {"https": "https", "wss": "https"}.get(scheme, "http")
     host = host or "localhost"
     default_port = _DEFAULT_PORTS[scheme]
     if host.endswith(default_port):
         host = host[: -len(default_port)]
-    path = request.path if request.path.startswith("/") else "/" + request.path
-    query = redact_query(request.query, settings.redact_query_params)
+    path = path if path.startswith("/") else "/" + path
+    query = redact_query(query, words)
     return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
 
 
@@ -232,11 +238,11 @@ _HINT_HEADERS = (
     "sec-ch-ua-platform-version",
     "sec-ch-ua-model",
 )
-_NO_HINTS = (None,) * len(_HINT_HEADERS)
+_HINTS = frozenset(_HINT_HEADERS)
 
 
 def _hints_length(hints: tuple[str | None, ...]) -> int:
-    return sum(map(len, filter(None, hints)))
+    return text_length(*hints)
 
 
 @text_cache(maxsize=1024, size=_hints_length)  # one browser sends the same hints on every request
@@ -259,6 +265,7 @@ def _client_hints(headers: tuple[str | None, ...]) -> str | None:
     return json.dumps(hints, separators=(",", ":")) if hints else None
 
 
+@text_cache(maxsize=2048)  # error titles repeat (one broken link, one referrer), and quote() is slow
 def _encode_component(text: str) -> str:
     """JavaScript's ``encodeURIComponent``, which Matomo's convention is written in."""
     return quote(text, safe="!*'()")

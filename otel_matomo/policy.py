@@ -156,8 +156,7 @@ def forwarded_origin(
     request: HttpRequest, trusted: tuple[IpNetwork, ...], header: str = "x-forwarded-for"
 ) -> tuple[str, str | None]:
     """Scheme and host the visitor used, as a trusted proxy reports them (TLS ends at the proxy)."""
-    peer = _parse_ip(request.peer_address)
-    if peer is None or not _is_trusted(peer, trusted):
+    if not _is_trusted_peer(request.peer_address, trusted):
         return request.scheme, request.host
     if header == "forwarded":
         elements = _forwarded_elements(request.headers.get("forwarded", ""))
@@ -183,6 +182,11 @@ def redact_url(url: str, words: tuple[str, ...]) -> str:
     """Remove query parameters whose name contains a credential word; campaign parameters always stay."""
     if "?" not in url or not words:
         return url
+    return _redact_url(url, words)
+
+
+@text_cache(maxsize=2048)  # each referrer is split and put together again, and one visitor's referrer repeats
+def _redact_url(url: str, words: tuple[str, ...]) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -266,6 +270,12 @@ def _split_outside_quotes(value: str, separator: str) -> list[str]:
 
 def _last_item(value: str) -> str:
     return value.rpartition(",")[2].strip()
+
+
+@text_cache(maxsize=4096)  # one lookup by the peer's text instead of two (an address hashes in Python code)
+def _is_trusted_peer(peer_address: str | None, networks: tuple[IpNetwork, ...]) -> bool:
+    peer = _parse_ip(peer_address)
+    return peer is not None and _is_trusted(peer, networks)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
 from otel_matomo import autoconfig, tracking
-from otel_matomo._cache import text_cache
+from otel_matomo._cache import text_cache, text_length
 
 __all__ = [
     "HEADER_ATTRIBUTE_PREFIX",
@@ -70,7 +70,8 @@ class AppTracking:
 @dataclass(slots=True)
 class HttpRequest:
     """One HTTP request to the application, as plain data; read, never changed, once built. (Not a frozen
-    dataclass: building one per span is on the exporter's hot path, and frozen construction costs half again.)"""
+    dataclass: building one per span is on the exporter's hot path, and frozen construction costs half again.
+    For the same reason ``http_request_from_span_data`` passes the fields by position, in this order.)"""
 
     method: str
     path: str
@@ -148,41 +149,65 @@ def http_request_from_span_data(
         # A route with no placeholder that is not the path is a mount point ("/shop" for every page of a
         # sub-application mounted there): as a title it would merge every page into one row.
         route = None
-    headers, app_attributes = _scan(attributes)
+    layout = _layout(tuple(attributes))
+    headers = _headers(attributes, layout)
     if raw_headers:
         headers.update(decode_raw_headers(raw_headers))
     status = _integer(attributes, "http.response.status_code", "http.status_code")
     if status is None and (failed or _text(attributes, "error.type") is not None):
         status = 500
+    host = headers.get("host") or _host(attributes)
+    # The socket peer: Node's client.address comes from the left-most X-Forwarded-For entry, which the visitor
+    # writes, so it is the last resort; net.sock.peer.addr is Java agent 1.x and Go otelhttp < 0.50.
+    peer_address = _text(attributes, "network.peer.address", "net.sock.peer.addr", "net.peer.ip", "client.address")
+    user_agent = _text(attributes, "user_agent.original", "http.user_agent") or headers.get("user-agent")
+    response_size = _integer(attributes, "http.response.body.size", "http.response_content_length")
+    user_id, synthetic_type, redirect_location = _rare_fields(attributes) if layout.rare else (None, None, None)
+    # Most requests tracked nothing: one shared empty view instead of reading a dozen absent attributes.
+    app_tracking = _app_tracking(attributes, events) if layout.tracked or events else _NO_TRACKING
+    # By position, in the order of the fields: keyword arguments cost this hot path 0.7 µs more per span.
     return HttpRequest(
-        method=method.upper(),
-        path=path,
-        query=query,
-        route=route,
-        start_ns=start_ns,
-        end_ns=end_ns,
-        span_id=span_id,
-        scheme=scheme,
-        host=headers.get("host") or _host(attributes),
-        # The socket peer: Node's client.address comes from the left-most X-Forwarded-For entry, which the visitor
-        # writes, so it is the last resort; net.sock.peer.addr is Java agent 1.x and Go otelhttp < 0.50.
-        peer_address=_text(attributes, "network.peer.address", "net.sock.peer.addr", "net.peer.ip", "client.address"),
-        user_agent=_text(attributes, "user_agent.original", "http.user_agent") or headers.get("user-agent"),
-        status=status,
-        user_id=_text(attributes, "enduser.id", "user.id"),
-        synthetic_type=_text(attributes, "user_agent.synthetic.type"),
-        response_size=_integer(attributes, "http.response.body.size", "http.response_content_length"),
-        headers=headers,
-        redirect_location=_text(attributes, RESPONSE_HEADER_ATTRIBUTE_PREFIX + "location"),
-        # Most requests tracked nothing: one shared empty view instead of reading a dozen absent attributes.
-        tracking=_app_tracking(attributes, events) if app_attributes or events else _NO_TRACKING,
-        attributes=attributes,
+        method.upper(),
+        path,
+        start_ns,
+        end_ns,
+        span_id,
+        route,
+        query,
+        scheme,
+        host,
+        peer_address,
+        user_agent,
+        status,
+        user_id,
+        synthetic_type,
+        response_size,
+        headers,
+        redirect_location,
+        app_tracking,
+        attributes,
     )
 
 
 _NO_TRACKING = AppTracking()
+_USER_ID = ("enduser.id", "user.id")
+_SYNTHETIC_TYPE = ("user_agent.synthetic.type",)
+_REDIRECT_LOCATION = (RESPONSE_HEADER_ATTRIBUTE_PREFIX + "location",)
+_RARE = frozenset(_USER_ID + _SYNTHETIC_TYPE + _REDIRECT_LOCATION)
+"""Attributes that most requests lack (a signed-in user, a synthetic client, a redirect): read only when the
+span's layout says one of them is there."""
 
 
+def _rare_fields(attributes: Attributes) -> tuple[str | None, str | None, str | None]:
+    """User id, synthetic client type and redirect location."""
+    return (
+        _text(attributes, *_USER_ID),
+        _text(attributes, *_SYNTHETIC_TYPE),
+        _text(attributes, *_REDIRECT_LOCATION),
+    )
+
+
+@text_cache(maxsize=1024)  # an application has a few dozen routes
 def _route_template(route: str | None) -> str | None:
     """``http.route`` as a path template: Litestar's plugin writes ``"GET /items/7"`` (a route with a space is
     never a template), Django's routes have no leading slash (``"articles/<slug:slug>"``)."""
@@ -260,7 +285,9 @@ def _scrub(text: str) -> str:
 def _integer(attributes: Attributes, *keys: str) -> int | None:
     for key in keys:
         value = attributes.get(key)
-        if isinstance(value, bool):
+        if type(value) is int:  # the common cases first: a status code, or an absent attribute
+            return value
+        if value is None or isinstance(value, bool):
             continue
         if isinstance(value, int):
             return value
@@ -269,44 +296,52 @@ def _integer(attributes: Attributes, *keys: str) -> int | None:
     return None
 
 
-def _scan(attributes: Attributes) -> tuple[dict[str, str], bool]:
-    """One pass over the attributes: the captured request headers (Python names them with underscores,
-    Node.js keeps the dashes), and whether ``otel_matomo.tracking`` set anything."""
+def _headers(attributes: Attributes, layout: _Layout) -> dict[str, str]:
+    """The captured request headers (Python names them with underscores, Node.js keeps the dashes)."""
     headers: dict[str, str] = {}
-    app_attributes = False
-    for key, value in attributes.items():
-        kind = _KEY_KINDS.get(key)
-        if kind is None:
-            kind = _key_kind(key)
-        if isinstance(kind, bool):  # True: a tracking attribute, False: any other
-            app_attributes = app_attributes or kind
-            continue
-        line = _header_line(value[0] if type(value) is tuple and len(value) == 1 else value)
+    for key, header in layout.headers:
+        line = _header_line(attributes[key])
         if line is not None:
-            headers[kind] = line
-    return headers, app_attributes
+            headers[header] = line
+    return headers
 
 
-_KEY_KINDS: dict[str, str | bool] = {}
-"""Attribute key -> the header name it captures, ``True`` for tracking attributes, ``False`` for the rest;
-filled as keys are met (a few dozen distinct keys in any application), so that each attribute costs one
-lookup instead of prefix tests."""
-_MAX_KEY_KINDS = 4096
+@dataclass(frozen=True)
+class _Layout:
+    """What one sequence of attribute keys holds. An instrumentation records the same keys, in the same order, on
+    every request of one kind, so that a span pays one lookup for its keys instead of a test per key."""
+
+    headers: tuple[tuple[str, str], ...]
+    """(attribute key, header name) of each captured request header, in attribute order (a later key wins)."""
+    tracked: bool
+    """Whether a key is a ``matomo.*`` attribute that ``otel_matomo.tracking`` sets."""
+    rare: bool
+    """Whether a key is one of :data:`_RARE`, which are not worth looking up for every request."""
 
 
-def _key_kind(key: str) -> str | bool:
-    kind: str | bool
-    if key.startswith(HEADER_ATTRIBUTE_PREFIX):
-        kind = key[len(HEADER_ATTRIBUTE_PREFIX) :].lower().replace("_", "-")
-    else:
-        kind = key.startswith(tracking.ATTRIBUTE_PREFIX)
-    if len(_KEY_KINDS) < _MAX_KEY_KINDS:
-        _KEY_KINDS[key] = kind
-    return kind
+def _keys_length(keys: tuple[str, ...]) -> int:
+    """Keys count for an eighth of their characters: one layout serves every request of its kind, so one of up
+    to eight times ``CACHED_LENGTH`` characters of keys (some 150 attribute names) is worth keeping."""
+    return text_length(*keys) // 8
+
+
+@text_cache(maxsize=512, size=_keys_length)  # a few dozen layouts in an application, by instrumentation and browser
+def _layout(keys: tuple[str, ...]) -> _Layout:
+    headers = []
+    for key in keys:
+        if key.startswith(HEADER_ATTRIBUTE_PREFIX):
+            headers.append((key, key[len(HEADER_ATTRIBUTE_PREFIX) :].lower().replace("_", "-")))
+    return _Layout(
+        tuple(headers),
+        tracked=any(key.startswith(tracking.ATTRIBUTE_PREFIX) for key in keys),
+        rare=not _RARE.isdisjoint(keys),
+    )
 
 
 def _header_line(value: object) -> str | None:
     """A captured header's lines joined by ``", "``; ``None`` when nothing of use is left."""
+    if type(value) is tuple and len(value) == 1:  # the SDK's one line, as most headers are
+        value = value[0]
     if type(value) is str:
         line = value.strip()
         # Sanitised values (OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS) carry nothing of use.

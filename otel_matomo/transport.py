@@ -49,10 +49,25 @@ def encode_bulk(hits: Sequence[Hit], token_auth: str | None) -> bytes:
         if start:
             yield_gil()
         requests += ["?" + _query(hit) for hit in hits[start : start + _YIELD_EVERY]]
+    if requests and _json_verbatim(set().union(*hits)):
+        # Values are percent-encoded, so only a parameter name could need an escape in JSON: when none does (ours
+        # never do) the items are written as they are, without json.dumps's pass over each of their characters.
+        token = "" if token_auth is None else ',"token_auth":' + json.dumps(token_auth)
+        return "".join(['{"requests":["', '","'.join(requests), '"]', token, "}"]).encode()  # one copy of each
     body: dict[str, object] = {"requests": requests}
     if token_auth is not None:
         body["token_auth"] = token_auth
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+_JSON_ESCAPED = bytes(range(0x20)) + b'"\\\x7f'
+"""The ASCII characters that ``json.dumps`` escapes."""
+
+
+def _json_verbatim(names: set[str]) -> bool:
+    """Whether ``json.dumps`` writes the names as they are, escaping none of their characters."""
+    text = "".join(names)
+    return text.isascii() and len(text.encode().translate(None, _JSON_ESCAPED)) == len(text)
 
 
 _UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"

@@ -307,3 +307,67 @@ def test_websocket_schemes_are_http_urls(scheme: str, host: str, expected: str) 
 @pytest.mark.parametrize("scheme", ["ftp", "h2c", "x y"])
 def test_an_unknown_scheme_never_makes_a_non_http_url(scheme: str) -> None:
     assert request_hit(request(scheme=scheme), settings())["url"].startswith(("http://", "https://"))
+
+
+# --- cached parts of the hit: the same whatever the length of what the visitor sent ------------------------------
+
+
+def _uncached_page_url(scheme: str, host: str | None, path: str, query: str, words: tuple[str, ...]) -> str:
+    """The page URL put together without the cache (``page_url`` before it had one)."""
+    from otel_matomo.policy import redact_query
+
+    scheme = {"https": "https", "wss": "https"}.get(scheme, "http")
+    host = host or "localhost"
+    default_port = {"http": ":80", "https": ":443"}[scheme]
+    if host.endswith(default_port):
+        host = host[: -len(default_port)]
+    path = path if path.startswith("/") else "/" + path
+    query = redact_query(query, words)
+    return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
+
+
+@pytest.mark.parametrize("padding", [0, 200, 600])
+@pytest.mark.parametrize(
+    ("scheme", "host", "path", "query"),
+    [
+        ("http", "shop.example", "/items/7", ""),
+        ("https", "shop.example:443", "items/7", "q=1&token=s3cret&utm_source=x"),
+        ("wss", None, "/é/ü", "q=%C3%A9"),
+        ("http", "shop.example:80", "/a#b", "password=x"),
+        ("ftp", "shop.example:8080", "/", "a=1&a=2"),
+    ],
+)
+def test_page_urls_from_the_cache_are_those_put_together(
+    scheme: str, host: str | None, path: str, query: str, padding: int
+) -> None:
+    words = settings().redact_query_params
+    long_path = path + "x" * padding  # past the cached length at 600, or with the host and query together
+    expected = _uncached_page_url(scheme, host, long_path, query, words)
+    for _ in range(2):  # the second time from the cache, when short enough to be cached
+        hit = request_hit(request(scheme=scheme, host=host, path=long_path, query=query), settings())
+        assert hit["url"] == expected
+
+
+@pytest.mark.parametrize("padding", [0, 600])
+def test_error_titles_from_the_cache_are_those_encoded(padding: int) -> None:
+    from urllib.parse import quote
+
+    path, kept_referrer = f"/missing/{'p' * padding}", f"https://other.example/é?ref={'r' * padding}"
+    missing = request(status=404, path=path, query="a=1 2", headers={"referer": kept_referrer + "&token=x"})
+    safe = "!*'()"
+    expected = f"404/URL = {quote(path + '?a=1 2', safe=safe)}/From = {quote(kept_referrer, safe=safe)}"
+    for _ in range(2):
+        assert request_hit(missing, settings())["action_name"] == expected
+
+
+@pytest.mark.parametrize("padding", [0, 600])
+def test_client_hints_from_the_cache_are_those_read(padding: int) -> None:
+    brands = '"Chromium";v="126", "Not-A.Brand";v="99"' + " " * padding
+    headers = {"sec-ch-ua": brands, "sec-ch-ua-mobile": "?1", "sec-ch-ua-platform": '"Android"'}
+    expected = {
+        "brands": [{"brand": "Chromium", "version": "126"}, {"brand": "Not-A.Brand", "version": "99"}],
+        "mobile": True,
+        "platform": "Android",
+    }
+    for _ in range(2):  # the second time from the cache, when short enough to be cached
+        assert json.loads(request_hit(request(headers=headers), settings())["uadata"]) == expected

@@ -555,3 +555,39 @@ def test_excluded_paths_are_found_in_long_paths(padding: int) -> None:
     for _ in range(2):
         assert skip_reason(request(path=f"/static/{'a' * padding}.css"), DEFAULTS) is Skip.EXCLUDED
         assert skip_reason(request(path=f"/items/{'a' * padding}"), DEFAULTS) is None
+
+
+@pytest.mark.parametrize(
+    "peer",
+    [None, "", "127.0.0.1", "127.0.0.1:8000", "[::1]:80", "::ffff:127.0.0.1", CLIENT, "garbage", "é", "1" * 600],
+)
+def test_the_trusted_peer_check_by_text_is_the_address_check(peer: str | None) -> None:
+    # forwarded_origin asks, by the peer's text, a cache of what parsing the address and testing it says.
+    from otel_matomo.policy import _is_trusted, _parse_ip
+
+    parsed = _parse_ip(peer)
+    trusted = parsed is not None and _is_trusted(parsed, LOOPBACK)
+    behind = request(peer_address=peer, headers={"x-forwarded-proto": "https", "x-forwarded-host": "shop.example"})
+    expected = ("https", "shop.example") if trusted else ("http", "shop.example")
+    for _ in range(2):
+        assert forwarded_origin(behind, LOOPBACK) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://shop.example/?token=1&q=2",
+        "https://user:pw@shop.example/p?api_key=1#frag",
+        "https://shop.example/é?sid=ü&utm_source=x",
+        "http://[bad/?token=1",  # not a URL: cut at its query
+        "https://shop.example/?" + "q=1&" * 200 + "password=2",  # past the cached length
+    ],
+)
+def test_referrers_are_redacted_the_same_from_the_cache(url: str) -> None:
+    from otel_matomo.policy import _redact_url
+
+    expected = _redact_url.__wrapped__(url, WORDS)  # type: ignore[attr-defined]
+    assert "token=1" not in expected
+    assert "password" not in expected
+    for _ in range(2):
+        assert redact_url(url, WORDS) == expected

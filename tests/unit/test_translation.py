@@ -171,3 +171,126 @@ def test_sdk_attributes_are_read_from_a_plain_copy() -> None:
     assert plain == {"http.method": "GET", "http.request.header.host": ("a",)}
     assert _plain(None) == {}
     assert _plain(MappingProxyType({})) == {}
+
+
+def test_every_field_is_read_into_its_own_place() -> None:
+    # The request is built by position (the hot path): each field carries a value no other field could.
+    attributes = {
+        "http.request.method": "patch",
+        "url.scheme": "HTTPS",
+        "url.path": "/orders/9",
+        "url.query": "a=1",
+        "http.route": "/orders/{order_id}",
+        "http.response.status_code": 303,
+        "network.peer.address": "198.51.100.7",
+        "user_agent.original": "agent/1.0",
+        "enduser.id": "user-42",
+        "user_agent.synthetic.type": "test",
+        "http.response.body.size": 1234,
+        "http.response.header.location": ("/orders/9/",),
+        "http.request.header.host": ("shop.example:8443",),
+        "matomo.page_title": "Order 9",
+    }
+    events = [("matomo.event", 5, {"matomo.event.category": "c"})]
+    request = http_request_from_span_data("PATCH /orders/{order_id}", attributes, 11, 22, 33, events)
+    assert request is not None
+    assert (request.method, request.path, request.query) == ("PATCH", "/orders/9", "a=1")
+    assert request.route == "/orders/{order_id}"
+    assert (request.start_ns, request.end_ns, request.span_id) == (11, 22, 33)
+    assert (request.scheme, request.host, request.peer_address) == ("https", "shop.example:8443", "198.51.100.7")
+    assert (request.user_agent, request.status, request.user_id) == ("agent/1.0", 303, "user-42")
+    assert (request.synthetic_type, request.response_size) == ("test", 1234)
+    assert (request.redirect_location, request.headers) == ("/orders/9/", {"host": "shop.example:8443"})
+    assert request.tracking.page_title == "Order 9"
+    assert [fact.kind for fact in request.tracking.facts] == ["matomo.event"]
+    assert request.attributes is attributes
+
+
+def _scanned_headers(attributes: dict[str, Any]) -> dict[str, str]:
+    """The captured headers as the general path reads them, one attribute after the other, with no layout."""
+    from otel_matomo.request import HEADER_ATTRIBUTE_PREFIX, _header_line
+
+    headers = {}
+    for key, value in attributes.items():
+        if key.startswith(HEADER_ATTRIBUTE_PREFIX):
+            line = _header_line(list(value) if isinstance(value, tuple) else value)
+            if line is not None:
+                headers[key[len(HEADER_ATTRIBUTE_PREFIX) :].lower().replace("_", "-")] = line
+    return headers
+
+
+LAYOUT_CASES: list[dict[str, Any]] = [
+    {"http.method": "GET"},  # no header at all
+    {
+        "http.method": "GET",
+        "http.request.header.user_agent": ("one",),
+        "http.request.header.User-Agent": ("two",),  # the same header twice: the later attribute wins
+        "http.request.header.accept_language": [" fr ", "", "en"],  # a list, blank lines dropped
+        "http.request.header.referer": "https://a.example/é",  # a plain string, not ASCII
+        "http.request.header.x_forwarded_for": ("10.0.0.1", "10.0.0.2"),  # repeated lines
+        "http.request.header.cookie": ("[REDACTED]",),  # sanitised
+        "http.request.header.dnt": (),  # empty
+        "http.request.header.sec_ch_ua": ("\ud800odd",),  # a lone surrogate
+        "http.request.header.x_number": (7,),  # not text
+    },
+    {"http.request.header.host": ("shop.example",), "matomo.page_title": "Home", "http.method": "GET"},
+    {"http.method": "GET", "enduser.id": " ", "user.id": "u-2", "http.request.header.host": "a.example"},
+    {"http.method": "GET", "http.response.header.location": ["/next"], "user_agent.synthetic.type": "bot"},
+]
+
+
+@pytest.mark.parametrize("attributes", LAYOUT_CASES)
+def test_the_key_layout_reads_what_a_pass_over_every_attribute_reads(attributes: dict[str, Any]) -> None:
+    # A span's keys are classified once per sequence of keys; past the layout cache's bound (a few thousand
+    # characters of keys) they are classified every time: the same request either way.
+    first = http_request_from_span_data("GET /", attributes, 1, 2, 3)
+    again = http_request_from_span_data("GET /", dict(attributes), 1, 2, 3)  # from the cache
+    padded = {**{f"custom.{n}.{'k' * 64}": n for n in range(80)}, **attributes}  # a layout too long to cache
+    uncached = http_request_from_span_data("GET /", padded, 1, 2, 3)
+    reversed_keys = dict(reversed(list(attributes.items())))
+    assert first is not None
+    assert again is not None
+    assert uncached is not None
+    assert first.headers == again.headers == uncached.headers == _scanned_headers(attributes)
+    reversed_request = http_request_from_span_data("GET /", reversed_keys, 1, 2, 3)
+    assert reversed_request is not None
+    assert reversed_request.headers == _scanned_headers(reversed_keys)
+    for request in (again, uncached, reversed_request):
+        assert (request.user_id, request.synthetic_type, request.redirect_location, request.tracking) == (
+            first.user_id,
+            first.synthetic_type,
+            first.redirect_location,
+            first.tracking,
+        )
+
+
+def test_rare_attributes_are_read_when_present_and_none_otherwise() -> None:
+    plain = http_request_from_span_data("GET /", {"http.method": "GET"}, 1, 2, 3)
+    rare = http_request_from_span_data(
+        "GET /",
+        {"http.method": "GET", "user.id": ["u-1"], "user_agent.synthetic.type": "", "http.response.header.location": 3},
+        1,
+        2,
+        3,
+    )
+    assert plain is not None
+    assert rare is not None
+    assert (plain.user_id, plain.synthetic_type, plain.redirect_location) == (None, None, None)
+    assert (rare.user_id, rare.synthetic_type, rare.redirect_location) == ("u-1", None, "3")
+
+
+@pytest.mark.parametrize(
+    ("route", "template"),
+    [
+        ("/items/{item_id}", "/items/{item_id}"),
+        ("GET /items/7", "/items/7"),  # Litestar
+        ("articles/<slug:slug>", "/articles/<slug:slug>"),  # Django
+        ("/é/{x}", "/é/{x}"),
+        ("/" + "a" * 600 + "/{x}", "/" + "a" * 600 + "/{x}"),  # past the cached length
+    ],
+)
+def test_route_templates_are_the_same_from_the_cache(route: str, template: str) -> None:
+    for _ in range(2):
+        request = http_request_from_span_data("GET", {"http.method": "GET", "http.route": route}, 1, 2, 3)
+        assert request is not None
+        assert request.route == template

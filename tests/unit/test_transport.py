@@ -127,6 +127,45 @@ def test_encode_bulk_keeps_order() -> None:
     assert [dict(parse_qsl(item[1:]))["rand"] for item in body["requests"]] == [f"{n:016x}" for n in range(5)]
 
 
+def _dumped_body(hits: list[Hit], token_auth: str | None) -> bytes:
+    """The bulk body as json.dumps writes it (encode_bulk writes it itself when no character needs an escape)."""
+    from otel_matomo.transport import _query
+
+    body: dict[str, object] = {"requests": ["?" + _query(hit) for hit in hits]}
+    if token_auth is not None:
+        body["token_auth"] = token_auth
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize(
+    "hits",
+    [
+        [],
+        [{}],
+        [{}, {}],
+        [{"idsite": "1", "url": 'https://x.example/"q"\\\x00\x7f é \ud800'}],  # any value: it is percent-encoded
+        [{"idsite": "1"}, {'na"me': "1"}],  # a name json.dumps escapes, in the second hit only
+        [{"back\\slash": "1"}],
+        [{"control\x01": "1"}],
+        [{"delete\x7f": "1"}],
+        [{"naïve": "é"}],
+    ],
+)
+@pytest.mark.parametrize("token_auth", [None, WRITE_TOKEN, 'to"ken\\é'])
+def test_the_bulk_body_is_json_dumps_byte_for_byte(hits: list[Hit], token_auth: str | None) -> None:
+    body = encode_bulk(hits, token_auth)
+    assert body == _dumped_body(hits, token_auth)
+    assert len(json.loads(body)["requests"]) == len(hits)
+
+
+@given(
+    st.lists(st.dictionaries(st.text(max_size=12), st.text(max_size=40), max_size=6), max_size=6),
+    st.none() | st.text(max_size=40),
+)
+def test_any_bulk_body_is_json_dumps_byte_for_byte(hits: list[Hit], token_auth: str | None) -> None:
+    assert encode_bulk(hits, token_auth) == _dumped_body(hits, token_auth)
+
+
 # --- parse_bulk_answer ----------------------------------------------------------------------------------------------
 
 
