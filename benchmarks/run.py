@@ -116,6 +116,26 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
+def thread_cpu(pids: Sequence[int]) -> dict[str, float]:
+    """CPU seconds (user + system) of the processes' threads, split into the request threads (each process's
+    main thread, which serves the requests under uvicorn and gunicorn's sync workers) and all the others (the
+    Matomo worker, the SDK's batch thread)."""
+    totals = {"request": 0.0, "background": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            totals["request" if tid == pid else "background"] += (int(fields[11]) + int(fields[12])) / tick
+    return totals
+
+
 def children(pid: int) -> list[int]:
     try:
         return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -345,6 +365,8 @@ class Run:
     """Hits per bulk request during the measured load."""
     matomo_requests: int = 0
     clean_exit: bool = True
+    cpu_us: dict[str, float] = field(default_factory=dict)
+    """CPU µs per measured request of the request threads and of the background threads (``thread_cpu``)."""
 
 
 def measure_once(app: App, standin: StandIn, args: argparse.Namespace, pinning: Pinning) -> Run:
@@ -354,7 +376,10 @@ def measure_once(app: App, standin: StandIn, args: argparse.Namespace, pinning: 
         standin.reset()
         warm = wrk(app.url, args.warmup, args.connections, pinning) if args.warmup > 0 else None
         before = standin.stats()
+        pids = app.server_pids()
+        cpu_before = thread_cpu(pids)
         load = wrk(app.url, args.duration, args.connections, pinning)
+        cpu_after = thread_cpu(pids)
         after = standin.stats()
         memory = app.rss_kib()
     finally:
@@ -371,6 +396,7 @@ def measure_once(app: App, standin: StandIn, args: argparse.Namespace, pinning: 
         batches=batches,
         matomo_requests=after["requests"] - before["requests"],
         clean_exit=clean,
+        cpu_us={part: (cpu_after[part] - cpu_before[part]) * 1e6 / max(load.requests, 1) for part in cpu_before},
     )
 
 
@@ -544,6 +570,8 @@ def summarise(runs: dict[tuple[str, str], list[Run]]) -> dict[tuple[str, str], d
             "p99": median([run.load.p99_ms for run in values]),
             "errors": sum(run.load.errors for run in values),
             "rss": median([run.rss_kib / 1024 for run in values]),
+            "cpu_request": median([run.cpu_us.get("request", float("nan")) for run in values]),
+            "cpu_background": median([run.cpu_us.get("background", float("nan")) for run in values]),
             "rps_spread": (max(r.load.rps for r in values) - min(r.load.rps for r in values))
             / median([r.load.rps for r in values])
             if values
@@ -611,8 +639,9 @@ def report(
         base_b = summary.get((stack, "otel"), {})
         lines += [f"## {title}", ""]
         lines += [
-            "| variant | req/s | vs (a) | vs (b) | p50 ms | p99 ms | p99 vs (b) | RSS MiB | errors | spread |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| variant | req/s | vs (a) | vs (b) | p50 ms | p99 ms | p99 vs (b) | CPU µs/req: request thread "
+            "| background | RSS MiB | errors | spread |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for variant, label in VARIANTS.items():
             row = summary.get((stack, variant))
@@ -624,12 +653,16 @@ def report(
             p99_b = row["p99"] / base_b["p99"] - 1 if base_b else None
             lines.append(
                 f"| {name} | {fmt(row['rps'], 0)} | {pct(vs_a)} | {pct(vs_b)} | {fmt(row['p50'], 2)} | "
-                f"{fmt(row['p99'], 2)} | {'+' if (p99_b or 0) >= 0 else ''}{pct(p99_b)} | {fmt(row['rss'])} | "
+                f"{fmt(row['p99'], 2)} | {'+' if (p99_b or 0) >= 0 else ''}{pct(p99_b)} | "
+                f"{fmt(row['cpu_request'], 0)} | {fmt(row['cpu_background'], 0)} | {fmt(row['rss'])} | "
                 f"{int(row['errors'])} | {pct(row['rps_spread'])} |"
             )
         lines += [
             "",
-            "spread: (max - min) / median of req/s over the rounds, the noise of this machine.",
+            "spread: (max - min) / median of req/s over the rounds, the noise of this machine. CPU µs/req: CPU "
+            "time of the serving processes' threads over the measured load, divided by the requests wrk "
+            "completed: the request threads (uvicorn's event loop, gunicorn's sync workers), and the others "
+            "(otel-matomo's worker, the SDK's batch thread).",
             "",
         ]
         b, d = base_b, summary.get((stack, "peer"))
