@@ -236,11 +236,12 @@ class MatomoSpanProcessor(SpanProcessor):
             detach(token)
 
     def _cycle(self, *, final: bool) -> None:
-        queue = self._queue
-        spans = [queue.popleft() for _ in range(len(queue))]
         with self._lock:
             flushes, self._flush_requests = self._flush_requests, []
             started = self._take_started(final)
+        # Drained after the flush requests are taken: a span queued before force_flush() was called is in this cycle.
+        queue = self._queue
+        spans = [queue.popleft() for _ in range(len(queue))]
         # A span whose headers came through the hook has none among its attributes: not a capture problem.
         self._diagnostics.observe(span for span, raw_headers in spans if raw_headers is None)
         hits = self._pipeline.translate([*started, *spans], _read_queued)

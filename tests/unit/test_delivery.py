@@ -360,6 +360,30 @@ def test_force_flush_is_true_once_everything_is_delivered(processors: Processors
     assert len(standin.tracked) == 3
 
 
+def test_force_flush_from_many_threads_covers_every_span_that_ended_before_it(
+    processors: Processors, standin: MatomoStandIn
+) -> None:
+    """``on_end`` queues without the lock: the worker must still see every span queued before a flush began."""
+    processor = processors(schedule_delay=10.0)
+    tracer = tracer_for(processor)
+    missing: list[str] = []
+
+    def serve(n: int) -> None:
+        for round_ in range(5):
+            path = f"/thread/{n}/{round_}"
+            request_span(tracer, path)
+            if not processor.force_flush(5000) or path not in paths(standin):
+                missing.append(path)
+
+    threads = [threading.Thread(target=serve, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert missing == []
+    assert len(standin.tracked) == 40
+
+
 @pytest.mark.parametrize("matomo", ["down", "slow"])
 def test_force_flush_is_false_within_its_timeout_when_matomo_cannot_take_the_hits(
     processors: Processors, standin: MatomoStandIn, matomo: str
