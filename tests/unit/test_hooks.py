@@ -12,12 +12,15 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import falcon
+import falcon.testing
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
+from starlette.requests import Request as StarletteRequest
 
 from otel_matomo import REQUEST_HEADERS, MatomoSpanExporter, MatomoSpanProcessor, Settings, hooks, request_hook
 from otel_matomo.exporter import read_span
@@ -115,9 +118,9 @@ def test_every_header_otel_matomo_reads_has_its_environ_key() -> None:
     ("request_object", "expected"),
     [
         (scope(), SCOPE_HEADERS),
-        (SimpleNamespace(scope=scope()), SCOPE_HEADERS),  # Starlette's Request
-        (SimpleNamespace(META=ENVIRON), "environ"),  # Django's HttpRequest
-        (SimpleNamespace(env=ENVIRON), "environ"),  # Falcon's Request
+        (StarletteRequest(scope()), SCOPE_HEADERS),
+        (SimpleNamespace(META=ENVIRON), "environ"),  # Django's HttpRequest (a real one needs Django's settings)
+        (falcon.Request({**falcon.testing.create_environ(), **ENVIRON}), "environ"),
         ({"type": "lifespan"}, None),
         ({"headers": "not a list"}, None),
         (SimpleNamespace(), None),
