@@ -67,12 +67,16 @@ def configure_header_capture(
     env = os.environ if environ is None else environ
     _merge(env, RESPONSE_CAPTURE_ENV, RESPONSE_HEADERS)
     if not request_headers:
-        return [item.strip() for item in env.get(CAPTURE_ENV, "").split(",") if item.strip()]
+        return _listed(env, CAPTURE_ENV)
     return _merge(env, CAPTURE_ENV, REQUEST_HEADERS)
 
 
+def _listed(env: MutableMapping[str, str], variable: str) -> list[str]:
+    return [item.strip() for item in env.get(variable, "").split(",") if item.strip()]
+
+
 def _merge(env: MutableMapping[str, str], variable: str, headers: tuple[str, ...]) -> list[str]:
-    current = [item.strip() for item in env.get(variable, "").split(",") if item.strip()]
+    current = _listed(env, variable)
     known = {item.lower() for item in current}
     merged = current + [header for header in headers if header not in known]
     env[variable] = ",".join(merged)
