@@ -17,13 +17,15 @@ nox.options.sessions = ["lint", "typecheck", "tests", "e2e", "release"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
+# Every session installs against the lock: pip then never backtracks through the contrib instrumentations' versions.
+LOCK = ("-c", "constraints.txt")
 MATOMO_LOCAL = Path(__file__).resolve().parent / "scripts" / "matomo-local"
 
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Unit and end-to-end tests against the local matomo.php stand-in (loopback only)."""
-    session.install("-e", ".[test]")
+    session.install(*LOCK, "-e", ".[test]")
     session.run("pytest", "-m", "not real_matomo", *session.posargs)
 
 
@@ -42,7 +44,7 @@ def e2e(session: nox.Session) -> None:
             "the real-Matomo suite needs root (scripts/matomo-local builds a Debian chroot and runs MariaDB and "
             "PHP in it); run `sudo nox -s e2e`"
         )
-    session.install("-e", ".[test]")
+    session.install(*LOCK, "-e", ".[test]")
     already_running = subprocess.run([str(MATOMO_LOCAL), "status"], capture_output=True, check=False).returncode == 0
     try:
         env = _matomo_up(session)
@@ -97,7 +99,7 @@ def _matomo_up(session: nox.Session) -> dict[str, str]:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff: lint and formatting."""
-    session.install("ruff")
+    session.install(*LOCK, "ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", "otel_matomo")
 
@@ -105,14 +107,14 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package."""
-    session.install("-e", ".[test]", "mypy")
+    session.install(*LOCK, "-e", ".[test]", "mypy")
     session.run("mypy", "--strict", "otel_matomo")
 
 
 @nox.session(python=PYTHON)
 def release(session: nox.Session) -> None:
     """Release readiness: sdist and wheel build, ``twine check --strict``, the wheel installed in a fresh venv."""
-    session.install("build", "twine")
+    session.install(*LOCK, "build", "twine")
     session.run("bash", "scripts/check-release", env={"PYTHON": "python"}, external=True)
 
 
@@ -123,5 +125,22 @@ def bench(session: nox.Session) -> None:
     ``nox -s bench`` is the full run (~13 min, writes benchmarks/RESULTS.md); CI runs ``nox -s bench -- --smoke``
     (~20 s). Needs ``wrk`` (``apt-get install wrk``).
     """
-    session.install("-e", ".", "-r", "benchmarks/requirements.txt")
+    session.install(*LOCK, "-e", ".", "-r", "benchmarks/requirements.txt")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(python=False)
+def lock(session: nox.Session) -> None:
+    """Refresh constraints.txt, the lock every other session installs from (needs ``uv``: ``pip install uv``).
+
+    Users' runtime dependencies keep their loose bounds in pyproject.toml; only development, tests and benchmarks
+    are pinned. Run it when a dependency is added or to test against newer releases, then run ``nox``.
+    """
+    header = [line for line in Path("constraints.txt").read_text().splitlines()[:2] if line.startswith("#")]
+    session.run(
+        "uv", "pip", "compile", "pyproject.toml", "benchmarks/requirements.txt", "--extra", "dev",
+        "--python-version", PYTHON, "--universal", "--no-header", "--annotation-style", "line", "--upgrade",
+        "-o", "constraints.txt", external=True,
+    )
+    body = Path("constraints.txt").read_text()
+    Path("constraints.txt").write_text("\n".join(header) + "\n" + body)
