@@ -1,14 +1,13 @@
 """Server-side Matomo analytics from OpenTelemetry HTTP server spans."""
 
-from otel_matomo.autoconfig import REQUEST_HEADERS, configure_header_capture
-from otel_matomo.delivery import MatomoSpanProcessor
+from otel_matomo._delivery import MatomoSpanProcessor
+from otel_matomo._hooks import request_hook
+from otel_matomo._names import REQUEST_HEADERS
+from otel_matomo._settings import ConfigurationError, Settings
+from otel_matomo._types import ExportStats, Hit, HttpRequest
+from otel_matomo.autoconfig import configure_header_capture
 from otel_matomo.exporter import MatomoSpanExporter
-from otel_matomo.hits import Hit
-from otel_matomo.hooks import request_hook
-from otel_matomo.pipeline import ExportStats
-from otel_matomo.request import HttpRequest
 from otel_matomo.sampling import AnalyticsSampler
-from otel_matomo.settings import ConfigurationError, Settings
 from otel_matomo.tracking import (
     EcommerceItem,
     TrackingProcessor,

@@ -13,8 +13,6 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-__all__ = ["CACHED_LENGTH", "text_cache", "text_length"]
-
 CACHED_LENGTH = 512
 
 _Text = TypeVar("_Text")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import time
 
-__all__ = ["yield_gil"]
-
 
 def yield_gil() -> None:
     """Let the application's threads run now if they are waiting for the interpreter.

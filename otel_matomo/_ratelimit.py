@@ -7,8 +7,6 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["RateLimitedLog"]
-
 
 class RateLimitedLog:
     """Logs a message per key at most once per ``interval`` seconds, saying how many were held back."""

@@ -12,43 +12,12 @@ import logging
 import os
 from collections.abc import MutableMapping
 
-from otel_matomo.settings import ConfigurationError, read_flag
+from otel_matomo._names import CAPTURE_ENV, REQUEST_HEADERS, RESPONSE_CAPTURE_ENV, RESPONSE_HEADERS, traces_exporters
+from otel_matomo._settings import ConfigurationError, read_flag
 
-__all__ = [
-    "CAPTURE_ENV",
-    "REQUEST_HEADERS",
-    "RESPONSE_CAPTURE_ENV",
-    "RESPONSE_HEADERS",
-    "configure_header_capture",
-    "pre_instrument",
-]
+__all__ = ["REQUEST_HEADERS", "RESPONSE_HEADERS", "configure_header_capture", "pre_instrument"]
 
 _logger = logging.getLogger("otel_matomo")
-
-CAPTURE_ENV = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST"
-RESPONSE_CAPTURE_ENV = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE"
-
-RESPONSE_HEADERS: tuple[str, ...] = ("location",)
-"""The response headers otel-matomo reads: a redirect's target, to tell a trailing-slash redirect from a page."""
-
-REQUEST_HEADERS: tuple[str, ...] = (
-    "host",
-    "referer",
-    "accept-language",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "forwarded",
-    "sec-gpc",
-    "dnt",
-    "sec-ch-ua",
-    "sec-ch-ua-mobile",
-    "sec-ch-ua-platform",
-    "sec-ch-ua-platform-version",
-    "sec-ch-ua-model",
-    "sec-ch-ua-full-version-list",
-)
-"""The request headers otel-matomo reads from spans."""
 
 
 def configure_header_capture(
@@ -94,7 +63,7 @@ def pre_instrument() -> None:
     instrumentation of the application.
     """
     try:
-        exporters = {name.strip() for name in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",")}
+        exporters = set(traces_exporters())
         processor = read_flag("PROCESSOR", default=False)
         if processor:
             _install_processor(exporters)
@@ -123,7 +92,7 @@ def _install_processor(exporters: set[str]) -> None:
     from opentelemetry import trace  # noqa: PLC0415 - only in the zero-code path
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
 
-    from otel_matomo.delivery import MatomoSpanProcessor  # noqa: PLC0415 - imports the SDK exporter machinery
+    from otel_matomo._delivery import MatomoSpanProcessor  # noqa: PLC0415 - imports the SDK exporter machinery
     from otel_matomo.sampling import AnalyticsSampler  # noqa: PLC0415
 
     provider = trace.get_tracer_provider()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -12,15 +11,16 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util.types import Attributes
 
-from otel_matomo.diagnostics import SpanDiagnostics, report_sdk_exporters
-from otel_matomo.hits import Hit
-from otel_matomo.pipeline import ExportStats, Pipeline
-from otel_matomo.request import HttpRequest, RawHeaders, http_request_from_span_data
-from otel_matomo.settings import Settings
+from otel_matomo._diagnostics import SpanDiagnostics, report_sdk_exporters
+from otel_matomo._names import traces_exporters
+from otel_matomo._pipeline import Pipeline
+from otel_matomo._request import http_request_from_span_data
+from otel_matomo._settings import Settings
+from otel_matomo._types import ExportStats, Hit, HttpRequest, RawHeaders
 
 __all__ = ["MatomoSpanExporter", "read_span"]
 
-if "matomo" in os.environ.get("OTEL_TRACES_EXPORTER", ""):
+if "matomo" in traces_exporters():
     # opentelemetry-instrument imports every configured exporter class before it builds any: this import is the
     # one moment our code runs before a missing metrics or logs exporter makes the whole SDK set-up fail.
     report_sdk_exporters()

@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
+from otel_matomo import _names as names
 from otel_matomo._ratelimit import RateLimitedLog
 
 __all__ = [
@@ -49,27 +50,6 @@ __all__ = [
     "track_product_view",
     "track_site_search",
 ]
-
-# The namespaced names, defined once; request.py reads them back.
-ATTRIBUTE_PREFIX = "matomo."
-"""Every span attribute this module sets starts with it (except ``enduser.id``, a semantic convention)."""
-EVENT = "matomo.event"
-GOAL = "matomo.goal"
-ORDER = "matomo.ecommerce.order"
-CART_UPDATE = "matomo.ecommerce.cart_update"
-CONTENT_IMPRESSION = "matomo.content_impression"
-TRACKING_EVENTS = (EVENT, GOAL, ORDER, CART_UPDATE, CONTENT_IMPRESSION)
-PAGE_TITLE = "matomo.page_title"
-SKIP = "matomo.skip"
-USER_ID = "enduser.id"
-DIMENSION_PREFIX = "matomo.dimension."
-SEARCH_KEYWORD = "matomo.search.keyword"
-SEARCH_CATEGORY = "matomo.search.category"
-SEARCH_COUNT = "matomo.search.results_count"
-PRODUCT_SKU = "matomo.product.sku"
-PRODUCT_NAME = "matomo.product.name"
-PRODUCT_CATEGORY = "matomo.product.category"
-PRODUCT_PRICE = "matomo.product.price"
 
 _logger = logging.getLogger("otel_matomo")
 _log = RateLimitedLog(_logger)
@@ -147,12 +127,12 @@ def track_event(category: str, action: str, name: str | None = None, value: floa
     """An event in the request's visit (``e_c``, ``e_a``, ``e_n``, ``e_v``)."""
     _add_event(
         "track_event",
-        EVENT,
+        names.EVENT,
         lambda: {
-            "matomo.event.category": _text("category", category),
-            "matomo.event.action": _text("action", action),
-            **_optional_text("matomo.event.name", "name", name),
-            **_optional_number("matomo.event.value", "value", value),
+            names.EVENT_CATEGORY: _text("category", category),
+            names.EVENT_ACTION: _text("action", action),
+            **_optional_text(names.EVENT_NAME, "name", name),
+            **_optional_number(names.EVENT_VALUE, "value", value),
         },
     )
 
@@ -161,10 +141,10 @@ def track_goal(goal_id: int, revenue: float | None = None) -> None:
     """A conversion of goal ``goal_id`` (``idgoal``, ``revenue``)."""
     _add_event(
         "track_goal",
-        GOAL,
+        names.GOAL,
         lambda: {
-            "matomo.goal.id": _positive_int("goal_id", goal_id),
-            **_optional_number("matomo.goal.revenue", "revenue", revenue),
+            names.GOAL_ID: _positive_int("goal_id", goal_id),
+            **_optional_number(names.GOAL_REVENUE, "revenue", revenue),
         },
     )
 
@@ -182,15 +162,15 @@ def track_order(
     """An ecommerce order (``idgoal=0``, ``ec_id`` ...). Matomo refuses an order id it has seen before."""
     _add_event(
         "track_order",
-        ORDER,
+        names.ORDER,
         lambda: {
-            "matomo.ecommerce.order_id": _text("order_id", order_id),
-            "matomo.ecommerce.revenue": _number("revenue", revenue),
-            "matomo.ecommerce.items": _items(items),
-            **_optional_number("matomo.ecommerce.subtotal", "subtotal", subtotal),
-            **_optional_number("matomo.ecommerce.tax", "tax", tax),
-            **_optional_number("matomo.ecommerce.shipping", "shipping", shipping),
-            **_optional_number("matomo.ecommerce.discount", "discount", discount),
+            names.ORDER_ID: _text("order_id", order_id),
+            names.REVENUE: _number("revenue", revenue),
+            names.ITEMS: _items(items),
+            **_optional_number(names.SUBTOTAL, "subtotal", subtotal),
+            **_optional_number(names.TAX, "tax", tax),
+            **_optional_number(names.SHIPPING, "shipping", shipping),
+            **_optional_number(names.DISCOUNT, "discount", discount),
         },
     )
 
@@ -199,8 +179,8 @@ def track_cart_update(revenue: float, items: Iterable[EcommerceItem]) -> None:
     """The cart's new content and total (an abandoned cart in Matomo unless an order follows)."""
     _add_event(
         "track_cart_update",
-        CART_UPDATE,
-        lambda: {"matomo.ecommerce.revenue": _number("revenue", revenue), "matomo.ecommerce.items": _items(items)},
+        names.CART_UPDATE,
+        lambda: {names.REVENUE: _number("revenue", revenue), names.ITEMS: _items(items)},
     )
 
 
@@ -211,10 +191,10 @@ def track_product_view(
     _set_attributes(
         "track_product_view",
         lambda: {
-            PRODUCT_SKU: _text("sku", sku),
-            **_optional_text(PRODUCT_NAME, "name", name),
-            **_optional_text(PRODUCT_CATEGORY, "category", category),
-            **_optional_number(PRODUCT_PRICE, "price", price),
+            names.PRODUCT_SKU: _text("sku", sku),
+            **_optional_text(names.PRODUCT_NAME, "name", name),
+            **_optional_text(names.PRODUCT_CATEGORY, "category", category),
+            **_optional_number(names.PRODUCT_PRICE, "price", price),
         },
     )
 
@@ -224,9 +204,9 @@ def track_site_search(keyword: str, category: str | None = None, results_count: 
     _set_attributes(
         "track_site_search",
         lambda: {
-            SEARCH_KEYWORD: _text("keyword", keyword),
-            **_optional_text(SEARCH_CATEGORY, "category", category),
-            **({} if results_count is None else {SEARCH_COUNT: _count("results_count", results_count)}),
+            names.SEARCH_KEYWORD: _text("keyword", keyword),
+            **_optional_text(names.SEARCH_CATEGORY, "category", category),
+            **({} if results_count is None else {names.SEARCH_COUNT: _count("results_count", results_count)}),
         },
     )
 
@@ -235,36 +215,36 @@ def track_content_impression(name: str, piece: str | None = None, target: str | 
     """A server-rendered content block was shown (``c_n``, ``c_p``, ``c_t``)."""
     _add_event(
         "track_content_impression",
-        CONTENT_IMPRESSION,
+        names.CONTENT_IMPRESSION,
         lambda: {
-            "matomo.content.name": _text("name", name),
-            **_optional_text("matomo.content.piece", "piece", piece),
-            **_optional_text("matomo.content.target", "target", target),
+            names.CONTENT_NAME: _text("name", name),
+            **_optional_text(names.CONTENT_PIECE, "piece", piece),
+            **_optional_text(names.CONTENT_TARGET, "target", target),
         },
     )
 
 
 def set_user_id(user_id: str) -> None:
     """The signed-in user (``uid``, the standard ``enduser.id`` attribute); Matomo derives the visitor id from it."""
-    _set_attributes("set_user_id", lambda: {USER_ID: _text("user_id", user_id)})
+    _set_attributes("set_user_id", lambda: {names.USER_ID: _text("user_id", user_id)})
 
 
 def set_custom_dimension(dimension_id: int, value: str) -> None:
     """Custom dimension ``dimension_id`` of this request (``dimension<ID>``; Matomo keeps 250 characters)."""
     _set_attributes(
         "set_custom_dimension",
-        lambda: {f"{DIMENSION_PREFIX}{_positive_int('dimension_id', dimension_id)}": _text("value", value)[:250]},
+        lambda: {f"{names.DIMENSION_PREFIX}{_positive_int('dimension_id', dimension_id)}": _text("value", value)[:250]},
     )
 
 
 def set_page_title(title: str) -> None:
     """Use ``title`` as the page view's ``action_name`` instead of ``"<METHOD> <route>"``."""
-    _set_attributes("set_page_title", lambda: {PAGE_TITLE: _text("title", title)})
+    _set_attributes("set_page_title", lambda: {names.PAGE_TITLE: _text("title", title)})
 
 
 def skip_tracking() -> None:
     """Send nothing to Matomo for this request (counted as ``skipped``)."""
-    _set_attributes("skip_tracking", lambda: {SKIP: True})
+    _set_attributes("skip_tracking", lambda: {names.SKIP: True})
 
 
 def _request_span() -> Span | None:

@@ -11,8 +11,6 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["free_port", "serve_asgi"]
-
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""

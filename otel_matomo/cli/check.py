@@ -41,18 +41,16 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from otel_matomo.autoconfig import CAPTURE_ENV
-from otel_matomo.diagnostics import (
-    SEMCONV_ENV,
+from otel_matomo._diagnostics import (
     header_capture,
     header_capture_messages,
     sdk_exporter_problems,
     semconv_mode,
-    traces_exporter_names,
 )
-from otel_matomo.hits import Hit
-from otel_matomo.settings import ENV_PREFIX, ConfigurationError, Settings, read_flag
-from otel_matomo.transport import MalformedAnswer, encode_bulk, parse_bulk_answer
+from otel_matomo._names import CAPTURE_ENV, ENV_PREFIX, SEMCONV_ENV, traces_exporters
+from otel_matomo._settings import ConfigurationError, Settings, read_flag
+from otel_matomo._transport import MalformedAnswer, encode_bulk, parse_bulk_answer
+from otel_matomo._types import Hit
 
 __all__ = [
     "EXIT_CONFIGURATION",
@@ -523,7 +521,7 @@ class Checker:
 
     def _local(self) -> Iterator[Check]:
         env = self._environ
-        named = "matomo" in traces_exporter_names(env)
+        named = "matomo" in traces_exporters(env)
         if named:
             problems = sdk_exporter_problems(env, load=True)
             if problems:

@@ -15,10 +15,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otel_matomo._types import Hit
 from otel_matomo.autoconfig import configure_header_capture
 from otel_matomo.cli._serving import serve_asgi
 from otel_matomo.exporter import MatomoSpanExporter
-from otel_matomo.hits import Hit
 
 __all__ = ["run_demo"]
 

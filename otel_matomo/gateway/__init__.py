@@ -6,7 +6,7 @@ Matomo hits with the exporter's own :class:`~otel_matomo.pipeline.Pipeline`: it 
 request view", never a second translation. Needs the ``gateway`` extra (opentelemetry-proto, uvicorn).
 """
 
-from otel_matomo.gateway.config import GatewayConfig, matomo_settings
-from otel_matomo.gateway.server import Gateway, run_gateway, serve
+from otel_matomo.gateway._config import GatewayConfig, matomo_settings
+from otel_matomo.gateway._server import Gateway, run_gateway, serve
 
 __all__ = ["Gateway", "GatewayConfig", "matomo_settings", "run_gateway", "serve"]

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from otel_matomo.visitor import visitor_id
+from otel_matomo._visitor import visitor_id
 from tests.matomo_standin import WRITE_TOKEN, MatomoStandIn
 from tests.servers import free_port
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from otel_matomo.visitor import visitor_id
+from otel_matomo._visitor import visitor_id
 from tests.matomo_standin import WRITE_TOKEN, MatomoStandIn
 from tests.servers import free_port
 

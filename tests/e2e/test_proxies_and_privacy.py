@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otel_matomo import MatomoSpanExporter, Settings, configure_header_capture
-from otel_matomo.visitor import visitor_id
+from otel_matomo._visitor import visitor_id
 from tests.matomo_standin import WRITE_TOKEN, MatomoStandIn
 from tests.servers import serve_wsgi
 

@@ -45,8 +45,8 @@ from otel_matomo import (
     track_product_view,
     track_site_search,
 )
-from otel_matomo.pipeline import ExportStats
-from otel_matomo.visitor import visitor_id
+from otel_matomo._types import ExportStats
+from otel_matomo._visitor import visitor_id
 from tests.matomo_standin import WRITE_TOKEN, MatomoStandIn
 from tests.servers import serve_asgi, serve_wsgi
 

@@ -36,8 +36,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from otel_matomo import MatomoSpanExporter, configure_header_capture
-from otel_matomo.hits import Hit
-from otel_matomo.transport import SendResult, Transport
+from otel_matomo._transport import SendResult, Transport
+from otel_matomo._types import Hit
 from tests.real_matomo.corpus import FASTAPI, FLASK, Request
 from tests.servers import serve_asgi, serve_wsgi
 

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from otel_matomo._settings import Settings
 from otel_matomo.cli.check import PROBE_IP, PROBE_TITLE, TEST_HIT_TITLE, Checker, Verdict, run
-from otel_matomo.settings import Settings
 from tests.real_matomo.conftest import Matomo
 
 pytestmark = pytest.mark.real_matomo

@@ -43,11 +43,10 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind
 
 from otel_matomo import MatomoSpanProcessor
-from otel_matomo.hits import Hit
-from otel_matomo.pipeline import ExportStats
+from otel_matomo._transport import Outcome, SendResult, Transport
+from otel_matomo._types import ExportStats, Hit
+from otel_matomo._visitor import visitor_id
 from otel_matomo.sampling import parentbased_traceidratio
-from otel_matomo.transport import Outcome, SendResult, Transport
-from otel_matomo.visitor import visitor_id
 from tests.real_matomo.conftest import Matomo
 from tests.real_matomo.replay import header_capture
 from tests.servers import free_port, serve_asgi, wait_until

@@ -22,9 +22,8 @@ from typing import Any
 import pytest
 
 from otel_matomo import MatomoSpanExporter
-from otel_matomo.hits import Hit
-from otel_matomo.pipeline import ExportStats
-from otel_matomo.visitor import visitor_id
+from otel_matomo._types import ExportStats, Hit
+from otel_matomo._visitor import visitor_id
 from tests.real_matomo.conftest import Matomo
 from tests.real_matomo.corpus import BOT, FASTAPI, FLASK
 from tests.real_matomo.replay import Shop, capture_deliveries, shop

@@ -39,10 +39,9 @@ from werkzeug.wrappers import Response
 
 import otel_matomo
 from otel_matomo import EcommerceItem, MatomoSpanProcessor
-from otel_matomo.hits import Hit
-from otel_matomo.pipeline import ExportStats
-from otel_matomo.transport import Outcome
-from otel_matomo.visitor import visitor_id
+from otel_matomo._transport import Outcome
+from otel_matomo._types import ExportStats, Hit
+from otel_matomo._visitor import visitor_id
 from tests.real_matomo.conftest import Matomo
 from tests.real_matomo.replay import Delivery, EndedServerSpans, SimulatedClock, capture_deliveries, header_capture
 from tests.servers import serve_asgi, serve_wsgi

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from otel_matomo.buffer import Batch, MemoryBuffer, SpoolBuffer
-from otel_matomo.hits import Hit
+from otel_matomo._buffer import Batch, MemoryBuffer, SpoolBuffer
+from otel_matomo._types import Hit
 
 NOW = 1_800_000_000.0
 LEASE = 30.0

@@ -9,9 +9,8 @@ from types import SimpleNamespace
 import pytest
 from opentelemetry.trace import SpanKind
 
-from otel_matomo import diagnostics
-from otel_matomo.autoconfig import CAPTURE_ENV, REQUEST_HEADERS
-from otel_matomo.diagnostics import (
+from otel_matomo import _diagnostics as diagnostics
+from otel_matomo._diagnostics import (
     SANITIZE_ENV,
     OnceLog,
     SpanDiagnostics,
@@ -23,7 +22,8 @@ from otel_matomo.diagnostics import (
     semconv_mode,
     span_count_messages,
 )
-from otel_matomo.settings import ConfigurationError
+from otel_matomo._names import CAPTURE_ENV, REQUEST_HEADERS
+from otel_matomo._settings import ConfigurationError
 
 
 @pytest.fixture(autouse=True)

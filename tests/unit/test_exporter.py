@@ -14,12 +14,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from otel_matomo import pipeline as pipeline_module
-from otel_matomo import transport as transport_module
+from otel_matomo import _pipeline as pipeline_module
+from otel_matomo import _transport as transport_module
+from otel_matomo._hits import request_hits
+from otel_matomo._settings import Settings
+from otel_matomo._types import HttpRequest
 from otel_matomo.exporter import ExportStats, MatomoSpanExporter
-from otel_matomo.hits import request_hits
-from otel_matomo.request import HttpRequest
-from otel_matomo.settings import Settings
 from tests.matomo_standin import SECURE_ONLY_TOKEN, SUPERUSER_TOKEN, WRITE_TOKEN, Behaviour, MatomoStandIn
 
 SECRET = "a-visitor-id-secret-of-some-length"

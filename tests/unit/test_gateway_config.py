@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from otel_matomo.gateway.config import GatewayConfig, matomo_settings
-from otel_matomo.settings import ConfigurationError
+from otel_matomo._settings import ConfigurationError
+from otel_matomo.gateway._config import GatewayConfig, matomo_settings
 
 TOKEN = "s3cret-token-0123456789"
 

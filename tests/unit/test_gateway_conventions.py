@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
-from otel_matomo.gateway.otlp import Encoding, decode, http_request_of
-from otel_matomo.hits import Hit
-from otel_matomo.pipeline import Pipeline
-from otel_matomo.settings import Settings
-from otel_matomo.visitor import visitor_id
+from otel_matomo._pipeline import Pipeline
+from otel_matomo._settings import Settings
+from otel_matomo._types import Hit
+from otel_matomo._visitor import visitor_id
+from otel_matomo.gateway._otlp import Encoding, decode, http_request_of
 
 SECRET = "conventions-visitor-secret"
 TOKEN = "0123456789abcdef0123456789abcdef"

@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from otel_matomo.gateway.otlp import (
+from otel_matomo.gateway._otlp import (
     Encoding,
     MalformedPayload,
     PayloadTooLarge,

@@ -28,9 +28,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otel_matomo._settings import Settings
+from otel_matomo._visitor import visitor_id
 from otel_matomo.gateway import Gateway, GatewayConfig
-from otel_matomo.settings import Settings
-from otel_matomo.visitor import visitor_id
 from tests.matomo_standin import WRITE_TOKEN, MatomoStandIn
 from tests.servers import serve_asgi
 

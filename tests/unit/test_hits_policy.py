@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from otel_matomo.hits import request_hit
-from otel_matomo.request import HttpRequest, http_request_from_span_data
-from otel_matomo.settings import Settings
-from otel_matomo.visitor import visitor_id
+from otel_matomo._hits import request_hit
+from otel_matomo._request import http_request_from_span_data
+from otel_matomo._settings import Settings
+from otel_matomo._types import HttpRequest
+from otel_matomo._visitor import visitor_id
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 SECRET = "hits-policy-visitor-secret"
@@ -314,7 +315,7 @@ def test_an_unknown_scheme_never_makes_a_non_http_url(scheme: str) -> None:
 
 def _uncached_page_url(scheme: str, host: str | None, path: str, query: str, words: tuple[str, ...]) -> str:
     """The page URL put together without the cache (``page_url`` before it had one)."""
-    from otel_matomo.policy import redact_query
+    from otel_matomo._policy import redact_query
 
     scheme = {"https": "https", "wss": "https"}.get(scheme, "http")
     host = host or "localhost"

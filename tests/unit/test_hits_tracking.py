@@ -16,15 +16,17 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from otel_matomo import _names as names
 from otel_matomo import tracking
+from otel_matomo._hits import request_hits
+from otel_matomo._pipeline import Pipeline
+from otel_matomo._policy import Skip, skip_reason
+from otel_matomo._request import http_request_from_span_data
+from otel_matomo._settings import ConfigurationError, Settings
+from otel_matomo._types import AppTracking, HttpRequest, SpanEvent, TrackedFact
+from otel_matomo._visitor import visitor_id
 from otel_matomo.exporter import MatomoSpanExporter
-from otel_matomo.hits import request_hits
-from otel_matomo.pipeline import Pipeline
-from otel_matomo.policy import Skip, skip_reason
-from otel_matomo.request import AppTracking, HttpRequest, SpanEvent, TrackedFact, http_request_from_span_data
-from otel_matomo.settings import ConfigurationError, Settings
 from otel_matomo.tracking import EcommerceItem
-from otel_matomo.visitor import visitor_id
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 SECRET = "hits-tracking-visitor-secret"
@@ -297,7 +299,7 @@ def test_facts_on_a_hand_built_request() -> None:
         tracking=AppTracking(
             page_title="Home",
             dimensions={2: "gold"},
-            facts=(TrackedFact(tracking.EVENT, at(0), {"matomo.event.category": "C", "matomo.event.action": "A"}),),
+            facts=(TrackedFact(names.EVENT, at(0), {"matomo.event.category": "C", "matomo.event.action": "A"}),),
         ),
     )
     page_view, event = request_hits(built, settings())

@@ -22,9 +22,11 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
 from starlette.requests import Request as StarletteRequest
 
-from otel_matomo import REQUEST_HEADERS, MatomoSpanExporter, MatomoSpanProcessor, Settings, hooks, request_hook
+from otel_matomo import REQUEST_HEADERS, MatomoSpanExporter, MatomoSpanProcessor, Settings, request_hook
+from otel_matomo import _hooks as hooks
+from otel_matomo._names import HEADER_ATTRIBUTE_PREFIX
+from otel_matomo._request import decode_raw_headers
 from otel_matomo.exporter import read_span
-from otel_matomo.request import HEADER_ATTRIBUTE_PREFIX, decode_raw_headers
 from tests.matomo_standin import WRITE_TOKEN, MatomoStandIn
 
 SECRET = "hooks-visitor-secret-0123456789"

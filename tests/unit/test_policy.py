@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from otel_matomo.policy import Skip, client_ip, forwarded_origin, is_event, mask_ip, redact_url, skip_reason
-from otel_matomo.request import HttpRequest, http_request_from_span_data
-from otel_matomo.settings import DEFAULT_REDACTED_PARAMS, DEFAULT_TRUSTED_PROXIES, Settings
+from otel_matomo._policy import Skip, client_ip, forwarded_origin, is_event, mask_ip, redact_url, skip_reason
+from otel_matomo._request import http_request_from_span_data
+from otel_matomo._settings import DEFAULT_REDACTED_PARAMS, DEFAULT_TRUSTED_PROXIES, Settings
+from otel_matomo._types import HttpRequest
 
 LOOPBACK = DEFAULT_TRUSTED_PROXIES
 CLIENT = "203.0.113.9"
@@ -563,7 +564,7 @@ def test_excluded_paths_are_found_in_long_paths(padding: int) -> None:
 )
 def test_the_trusted_peer_check_by_text_is_the_address_check(peer: str | None) -> None:
     # forwarded_origin asks, by the peer's text, a cache of what parsing the address and testing it says.
-    from otel_matomo.policy import _is_trusted, _parse_ip
+    from otel_matomo._policy import _is_trusted, _parse_ip
 
     parsed = _parse_ip(peer)
     trusted = parsed is not None and _is_trusted(parsed, LOOPBACK)
@@ -584,7 +585,7 @@ def test_the_trusted_peer_check_by_text_is_the_address_check(peer: str | None) -
     ],
 )
 def test_referrers_are_redacted_the_same_from_the_cache(url: str) -> None:
-    from otel_matomo.policy import _redact_url
+    from otel_matomo._policy import _redact_url
 
     expected = _redact_url.__wrapped__(url, WORDS)  # type: ignore[attr-defined]
     assert "token=1" not in expected

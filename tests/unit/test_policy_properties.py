@@ -17,13 +17,14 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, event, given, settings
 from hypothesis import strategies as st
 
+from otel_matomo._hits import request_hit
+from otel_matomo._pipeline import Pipeline
+from otel_matomo._policy import Skip, client_ip, redact_url, skip_reason
+from otel_matomo._request import http_request_from_span_data
+from otel_matomo._settings import DEFAULT_REDACTED_PARAMS, Settings
+from otel_matomo._transport import encode_bulk
+from otel_matomo._types import HttpRequest
 from otel_matomo.autoconfig import REQUEST_HEADERS
-from otel_matomo.hits import request_hit
-from otel_matomo.pipeline import Pipeline
-from otel_matomo.policy import Skip, client_ip, redact_url, skip_reason
-from otel_matomo.request import HttpRequest, http_request_from_span_data
-from otel_matomo.settings import DEFAULT_REDACTED_PARAMS, Settings
-from otel_matomo.transport import encode_bulk
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 SECRET = "property-visitor-secret"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from otel_matomo.settings import (
+from otel_matomo._settings import (
     DEFAULT_EXCLUDED_EXTENSIONS,
     DEFAULT_EXCLUDED_PATHS,
     DEFAULT_REDACTED_PARAMS,

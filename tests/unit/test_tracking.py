@@ -28,10 +28,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 import otel_matomo
+from otel_matomo import _names as names
 from otel_matomo import tracking
+from otel_matomo._delivery import MatomoSpanProcessor
 from otel_matomo._ratelimit import RateLimitedLog
-from otel_matomo.delivery import MatomoSpanProcessor
-from otel_matomo.settings import Settings
+from otel_matomo._settings import Settings
 from otel_matomo.tracking import (
     EcommerceItem,
     TrackingProcessor,
@@ -218,7 +219,7 @@ def test_each_fact_is_a_span_event_on_the_server_span(
     span = recorder.server_span()
     assert events(span) == [(name, attributes)]
     assert tracking_attributes(span) == {}
-    assert name in tracking.TRACKING_EVENTS
+    assert name in names.TRACKING_EVENTS
 
 
 ATTRIBUTE_CASES: list[tuple[str, Callable[[], None], dict[str, Any]]] = [

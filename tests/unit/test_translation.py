@@ -15,9 +15,10 @@ from urllib.parse import quote
 
 import pytest
 
-from otel_matomo.hits import request_hit
-from otel_matomo.request import HttpRequest, http_request_from_span_data
-from otel_matomo.settings import Settings
+from otel_matomo._hits import request_hit
+from otel_matomo._request import http_request_from_span_data
+from otel_matomo._settings import Settings
+from otel_matomo._types import HttpRequest
 
 SPANS = Path(__file__).parent.parent / "fixtures" / "spans"
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -146,7 +147,7 @@ def test_non_http_and_internal_spans_are_not_requests() -> None:
 @pytest.mark.parametrize("padding", [0, 600])
 def test_old_asgi_urls_are_re_escaped_whatever_their_length(padding: int) -> None:
     # Old ASGI builds http.url from the decoded query; splitting it is cached up to 512 characters.
-    from otel_matomo.request import http_request_from_span_data
+    from otel_matomo._request import http_request_from_span_data
 
     attributes = {
         "http.method": "GET",
@@ -208,7 +209,8 @@ def test_every_field_is_read_into_its_own_place() -> None:
 
 def _scanned_headers(attributes: dict[str, Any]) -> dict[str, str]:
     """The captured headers as the general path reads them, one attribute after the other, with no layout."""
-    from otel_matomo.request import HEADER_ATTRIBUTE_PREFIX, _header_line
+    from otel_matomo._names import HEADER_ATTRIBUTE_PREFIX
+    from otel_matomo._request import _header_line
 
     headers = {}
     for key, value in attributes.items():

@@ -12,10 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from otel_matomo import transport as transport_module
-from otel_matomo.hits import Hit
-from otel_matomo.settings import Settings
-from otel_matomo.transport import (
+from otel_matomo import _transport as transport_module
+from otel_matomo._settings import Settings
+from otel_matomo._transport import (
     BulkAnswer,
     MalformedAnswer,
     Outcome,
@@ -23,6 +22,7 @@ from otel_matomo.transport import (
     encode_bulk,
     parse_bulk_answer,
 )
+from otel_matomo._types import Hit
 from tests.matomo_standin import (
     SECURE_ONLY_TOKEN,
     SUPERUSER_TOKEN,
@@ -129,7 +129,7 @@ def test_encode_bulk_keeps_order() -> None:
 
 def _dumped_body(hits: list[Hit], token_auth: str | None) -> bytes:
     """The bulk body as json.dumps writes it (encode_bulk writes it itself when no character needs an escape)."""
-    from otel_matomo.transport import _query
+    from otel_matomo._transport import _query
 
     body: dict[str, object] = {"requests": ["?" + _query(hit) for hit in hits]}
     if token_auth is not None:
@@ -491,7 +491,7 @@ def test_transport_needs_an_endpoint() -> None:
 def test_the_fast_query_encoding_is_urlencode_byte_for_byte(hit: dict[str, str]) -> None:
     from urllib.parse import urlencode
 
-    from otel_matomo.transport import _query
+    from otel_matomo._transport import _query
 
     assert _query(hit) == urlencode(hit, errors="replace")
 
@@ -501,7 +501,7 @@ def test_the_fast_query_encoding_matches_urlencode_past_the_cached_length(length
     # Values up to 512 characters are quoted once and cached; longer ones every time: both give urlencode's bytes.
     from urllib.parse import urlencode
 
-    from otel_matomo.transport import _query
+    from otel_matomo._transport import _query
 
     for value in ("a b&c=d/é" * length)[:length], ("x" * length), ("%" * length):
         hit = {"url": value, "ua": value, "rand": "00ff"}

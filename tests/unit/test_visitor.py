@@ -8,7 +8,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from otel_matomo.visitor import visitor_id
+from otel_matomo._visitor import visitor_id
 
 SECRET = b"0123456789abcdef-secret"
 OTHER_SECRET = b"fedcba9876543210-secret"

@@ -22,19 +22,8 @@ import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from otel_matomo._cache import text_cache
-from otel_matomo.request import HttpRequest
-from otel_matomo.settings import IpNetwork, Settings
-
-__all__ = [
-    "Skip",
-    "client_ip",
-    "forwarded_origin",
-    "is_event",
-    "mask_ip",
-    "redact_query",
-    "redact_url",
-    "skip_reason",
-]
+from otel_matomo._settings import IpNetwork, Settings
+from otel_matomo._types import HttpRequest
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

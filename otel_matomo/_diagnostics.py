@@ -16,31 +16,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from otel_matomo.autoconfig import CAPTURE_ENV, REQUEST_HEADERS
-from otel_matomo.settings import read_flag
-
-__all__ = [
-    "SANITIZE_ENV",
-    "SEMCONV_ENV",
-    "HeaderCapture",
-    "OnceLog",
-    "SpanDiagnostics",
-    "header_capture",
-    "header_capture_messages",
-    "log_once",
-    "report_sdk_exporters",
-    "report_span_counts",
-    "sdk_exporter_problems",
-    "semconv_mode",
-    "span_count_messages",
-    "traces_exporter_names",
-]
+from otel_matomo._names import (
+    CAPTURE_ENV,
+    HEADER_ATTRIBUTE_PREFIX,
+    REQUEST_HEADERS,
+    SANITIZE_ENV,
+    SEMCONV_ENV,
+    TRACES_EXPORTER_ENV,
+    traces_exporters,
+)
+from otel_matomo._settings import read_flag
 
 _logger = logging.getLogger("otel_matomo")
-
-SANITIZE_ENV = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
-SEMCONV_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
-_HEADER_ATTRIBUTE_PREFIX = "http.request.header."
 
 
 class OnceLog:
@@ -111,11 +98,6 @@ class HeaderCapture:
     invalid_patterns: tuple[str, ...] = ()
 
 
-def traces_exporter_names(environ: Mapping[str, str]) -> tuple[str, ...]:
-    """The exporter names of ``OTEL_TRACES_EXPORTER``, lower-case."""
-    return tuple(name.strip().lower() for name in environ.get("OTEL_TRACES_EXPORTER", "").split(",") if name.strip())
-
-
 def _patterns(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
@@ -141,7 +123,7 @@ def header_capture(environ: Mapping[str, str] | None = None) -> HeaderCapture:
     """
     env = os.environ if environ is None else environ
     configured = _patterns(env.get(CAPTURE_ENV, ""))
-    added = "matomo" in traces_exporter_names(env) and read_flag("CAPTURE_HEADERS", True, env)
+    added = "matomo" in traces_exporters(env) and read_flag("CAPTURE_HEADERS", True, env)
     patterns = configured
     if added:
         known = {item.lower() for item in configured}
@@ -290,7 +272,7 @@ class SpanDiagnostics:
                 attributes: Mapping[str, object] = getattr(span, "attributes", None) or {}
                 if "http.request.method" not in attributes and "http.method" not in attributes:
                     without_http += 1
-                elif any(key.startswith(_HEADER_ATTRIBUTE_PREFIX) for key in attributes):
+                elif any(key.startswith(HEADER_ATTRIBUTE_PREFIX) for key in attributes):
                     headers_seen = True
                 else:
                     without_headers += 1
@@ -313,7 +295,7 @@ class SpanDiagnostics:
 # --- The SDK's exporters under opentelemetry-instrument --------------------------------------------------
 
 _SIGNALS: tuple[tuple[str, str, str], ...] = (
-    ("traces", "OTEL_TRACES_EXPORTER", "opentelemetry_traces_exporter"),
+    ("traces", TRACES_EXPORTER_ENV, "opentelemetry_traces_exporter"),
     ("metrics", "OTEL_METRICS_EXPORTER", "opentelemetry_metrics_exporter"),
     ("logs", "OTEL_LOGS_EXPORTER", "opentelemetry_logs_exporter"),
 )

@@ -22,9 +22,13 @@ from typing import Any
 import anyio.to_thread
 import uvicorn
 
+from otel_matomo._names import GATEWAY_ENV_PREFIX as ENV_PREFIX
+from otel_matomo._pipeline import Pipeline
 from otel_matomo._ratelimit import RateLimitedLog
-from otel_matomo.gateway.config import ENV_PREFIX, GatewayConfig, matomo_settings
-from otel_matomo.gateway.otlp import (
+from otel_matomo._settings import Settings
+from otel_matomo._types import ExportStats, Hit
+from otel_matomo.gateway._config import GatewayConfig, matomo_settings
+from otel_matomo.gateway._otlp import (
     SPAN_KIND_SERVER,
     Encoding,
     MalformedPayload,
@@ -38,12 +42,7 @@ from otel_matomo.gateway.otlp import (
     http_request_of,
     status_body,
 )
-from otel_matomo.gateway.sender import Admission, BackgroundSender
-from otel_matomo.hits import Hit
-from otel_matomo.pipeline import ExportStats, Pipeline
-from otel_matomo.settings import Settings
-
-__all__ = ["TRACES_PATH", "Gateway", "run_gateway", "serve"]
+from otel_matomo.gateway._sender import Admission, BackgroundSender
 
 _logger = logging.getLogger("otel_matomo.gateway")
 

@@ -29,17 +29,16 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, attach
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
-from otel_matomo import hooks, tracking
+from otel_matomo import _hooks as hooks
+from otel_matomo import tracking
+from otel_matomo._buffer import HitBuffer, MemoryBuffer, SpoolBuffer
+from otel_matomo._diagnostics import SpanDiagnostics
+from otel_matomo._pipeline import Pipeline
 from otel_matomo._ratelimit import RateLimitedLog
-from otel_matomo.buffer import HitBuffer, MemoryBuffer, SpoolBuffer
-from otel_matomo.diagnostics import SpanDiagnostics
+from otel_matomo._settings import Settings
+from otel_matomo._transport import Outcome, backoff
+from otel_matomo._types import ExportStats, HttpRequest, RawHeaders
 from otel_matomo.exporter import read_span
-from otel_matomo.pipeline import ExportStats, Pipeline
-from otel_matomo.request import HttpRequest, RawHeaders
-from otel_matomo.settings import Settings
-from otel_matomo.transport import Outcome, backoff
-
-__all__ = ["MatomoSpanProcessor"]
 
 _logger = logging.getLogger("otel_matomo")
 _START_DELAY = 0.2

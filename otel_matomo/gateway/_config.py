@@ -14,12 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from otel_matomo.settings import ENV_PREFIX as MATOMO_ENV_PREFIX
-from otel_matomo.settings import ConfigurationError, Settings
+from otel_matomo._names import ENV_PREFIX as MATOMO_ENV_PREFIX
+from otel_matomo._names import GATEWAY_ENV_PREFIX as ENV_PREFIX
+from otel_matomo._settings import ConfigurationError, Settings
 
-__all__ = ["ENV_PREFIX", "GatewayConfig", "matomo_settings"]
-
-ENV_PREFIX = "OTEL_MATOMO_GATEWAY_"
 DEFAULT_PORT = 4318
 """The OTLP/HTTP port, so that clients' default endpoint reaches the gateway."""
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024

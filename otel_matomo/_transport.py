@@ -24,10 +24,8 @@ import httpx
 from otel_matomo._cache import text_cache
 from otel_matomo._gil import yield_gil
 from otel_matomo._ratelimit import RateLimitedLog
-from otel_matomo.hits import Hit
-from otel_matomo.settings import Settings
-
-__all__ = ["BulkAnswer", "Outcome", "Transport", "encode_bulk", "parse_bulk_answer"]
+from otel_matomo._settings import Settings
+from otel_matomo._types import Hit
 
 _logger = logging.getLogger("otel_matomo")
 

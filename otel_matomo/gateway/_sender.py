@@ -16,10 +16,8 @@ from collections.abc import Callable, Sequence
 
 from opentelemetry import context
 
-from otel_matomo.hits import Hit
-from otel_matomo.pipeline import Pipeline
-
-__all__ = ["Admission", "BackgroundSender"]
+from otel_matomo._pipeline import Pipeline
+from otel_matomo._types import Hit
 
 DEFAULT_BATCH_SIZE = 500
 """Hits per bulk request at most: Matomo's bulk endpoint handles hundreds at once."""

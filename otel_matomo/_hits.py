@@ -8,17 +8,12 @@ import time
 from collections.abc import Mapping
 from urllib.parse import quote
 
-from otel_matomo import tracking
+from otel_matomo import _names as names
 from otel_matomo._cache import text_cache, text_length
-from otel_matomo.policy import client_ip, forwarded_origin, is_event, mask_ip, redact_query, redact_url
-from otel_matomo.request import HttpRequest
-from otel_matomo.settings import Settings
-from otel_matomo.visitor import visitor_id
-
-__all__ = ["Hit", "action_name", "request_hit", "request_hits"]
-
-Hit = dict[str, str]
-"""One tracking request's parameters, unencoded; the transport URL-encodes them."""
+from otel_matomo._policy import client_ip, forwarded_origin, is_event, mask_ip, redact_query, redact_url
+from otel_matomo._settings import Settings
+from otel_matomo._types import Hit, HttpRequest
+from otel_matomo._visitor import visitor_id
 
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 _BRAND = re.compile(r'"((?:[^"\\]|\\.)*)"\s*;\s*v\s*=\s*"((?:[^"\\]|\\.)*)"')
@@ -98,7 +93,7 @@ def request_hit(request: HttpRequest, settings: Settings) -> Hit:
     if request.user_agent:
         hit["ua"] = request.user_agent
     # Most requests (all but Chromium's) carry no hint: one test of the header names before reading six headers.
-    if not _HINTS.isdisjoint(headers) and (uadata := _client_hints(tuple(map(headers.get, _HINT_HEADERS)))):
+    if not _HINTS.isdisjoint(headers) and (uadata := _client_hints(tuple(map(headers.get, names.CLIENT_HINT_HEADERS)))):
         hit["uadata"] = uadata
     if language := headers.get("accept-language"):
         hit["lang"] = language
@@ -129,15 +124,15 @@ def _dimensions(request: HttpRequest, settings: Settings) -> dict[str, str]:
 def _event(attributes: Mapping[str, object]) -> Hit:
     return _pick(
         attributes,
-        e_c="matomo.event.category",
-        e_a="matomo.event.action",
-        e_n="matomo.event.name",
-        e_v="matomo.event.value",
+        e_c=names.EVENT_CATEGORY,
+        e_a=names.EVENT_ACTION,
+        e_n=names.EVENT_NAME,
+        e_v=names.EVENT_VALUE,
     )
 
 
 def _goal(attributes: Mapping[str, object]) -> Hit:
-    return _pick(attributes, idgoal="matomo.goal.id", revenue="matomo.goal.revenue")
+    return _pick(attributes, idgoal=names.GOAL_ID, revenue=names.GOAL_REVENUE)
 
 
 def _order(attributes: Mapping[str, object]) -> Hit:
@@ -145,23 +140,23 @@ def _order(attributes: Mapping[str, object]) -> Hit:
         "idgoal": "0",
         **_pick(
             attributes,
-            ec_id="matomo.ecommerce.order_id",
-            revenue="matomo.ecommerce.revenue",
-            ec_items="matomo.ecommerce.items",
-            ec_st="matomo.ecommerce.subtotal",
-            ec_tx="matomo.ecommerce.tax",
-            ec_sh="matomo.ecommerce.shipping",
-            ec_dt="matomo.ecommerce.discount",
+            ec_id=names.ORDER_ID,
+            revenue=names.REVENUE,
+            ec_items=names.ITEMS,
+            ec_st=names.SUBTOTAL,
+            ec_tx=names.TAX,
+            ec_sh=names.SHIPPING,
+            ec_dt=names.DISCOUNT,
         ),
     }
 
 
 def _cart_update(attributes: Mapping[str, object]) -> Hit:
-    return {"idgoal": "0", **_pick(attributes, revenue="matomo.ecommerce.revenue", ec_items="matomo.ecommerce.items")}
+    return {"idgoal": "0", **_pick(attributes, revenue=names.REVENUE, ec_items=names.ITEMS)}
 
 
 def _content_impression(attributes: Mapping[str, object]) -> Hit:
-    return _pick(attributes, c_n="matomo.content.name", c_p="matomo.content.piece", c_t="matomo.content.target")
+    return _pick(attributes, c_n=names.CONTENT_NAME, c_p=names.CONTENT_PIECE, c_t=names.CONTENT_TARGET)
 
 
 def _pick(attributes: Mapping[str, object], **parameters: str) -> Hit:
@@ -177,15 +172,15 @@ def _pick(attributes: Mapping[str, object], **parameters: str) -> Hit:
 
 
 _FACT_PARAMETERS = {
-    tracking.EVENT: _event,
-    tracking.GOAL: _goal,
-    tracking.ORDER: _order,
-    tracking.CART_UPDATE: _cart_update,
-    tracking.CONTENT_IMPRESSION: _content_impression,
+    names.EVENT: _event,
+    names.GOAL: _goal,
+    names.ORDER: _order,
+    names.CART_UPDATE: _cart_update,
+    names.CONTENT_IMPRESSION: _content_impression,
 }
 _SHARED = frozenset({"idsite", "rec", "apiv", "cid", "url", "urlref", "ua", "uadata", "lang", "uid", "cip", "bots"})
 """The visitor and page parameters every hit of one request carries (with its ``dimension<ID>``)."""
-_CONVERSIONS = frozenset({tracking.GOAL, tracking.ORDER, tracking.CART_UPDATE})
+_CONVERSIONS = frozenset({names.GOAL, names.ORDER, names.CART_UPDATE})
 """Facts Matomo records as conversions (``idgoal``), which must not carry ``ca=1``."""
 _PRODUCT = {"sku": "_pks", "name": "_pkn", "category": "_pkc", "price": "_pkp"}
 
@@ -230,15 +225,7 @@ def _page_url(scheme: str, host: str | None, path: str, query: str, words: tuple
     return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
 
 
-_HINT_HEADERS = (
-    "sec-ch-ua",
-    "sec-ch-ua-full-version-list",
-    "sec-ch-ua-mobile",
-    "sec-ch-ua-platform",
-    "sec-ch-ua-platform-version",
-    "sec-ch-ua-model",
-)
-_HINTS = frozenset(_HINT_HEADERS)
+_HINTS = frozenset(names.CLIENT_HINT_HEADERS)
 
 
 def _hints_length(hints: tuple[str | None, ...]) -> int:
@@ -247,9 +234,9 @@ def _hints_length(hints: tuple[str | None, ...]) -> int:
 
 @text_cache(maxsize=1024, size=_hints_length)  # one browser sends the same hints on every request
 def _client_hints(headers: tuple[str | None, ...]) -> str | None:
-    """``Sec-CH-UA*`` request headers (values in ``_HINT_HEADERS`` order) as the JSON ``uadata`` Matomo's
+    """``Sec-CH-UA*`` request headers (values in ``CLIENT_HINT_HEADERS`` order) as the JSON ``uadata`` Matomo's
     JavaScript tracker sends."""
-    brands, full_version_list, mobile, platform, platform_version, model = headers
+    brands, mobile, platform, platform_version, model, full_version_list = headers
     hints: dict[str, object] = {}
     if brands is not None:
         hints["brands"] = [{"brand": brand, "version": version} for brand, version in _BRAND.findall(brands)]

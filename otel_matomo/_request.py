@@ -9,112 +9,17 @@ a missing attribute degrades one field, never the whole request.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-from otel_matomo import autoconfig, tracking
+from otel_matomo import _names as names
 from otel_matomo._cache import text_cache, text_length
+from otel_matomo._types import AppTracking, Attributes, HttpRequest, RawHeaders, SpanEvent, TrackedFact
 
-__all__ = [
-    "HEADER_ATTRIBUTE_PREFIX",
-    "RESPONSE_HEADER_ATTRIBUTE_PREFIX",
-    "AppTracking",
-    "HttpRequest",
-    "RawHeaders",
-    "SpanEvent",
-    "TrackedFact",
-    "decode_raw_headers",
-    "http_request_from_span_data",
-]
-
-HEADER_ATTRIBUTE_PREFIX = "http.request.header."
-RESPONSE_HEADER_ATTRIBUTE_PREFIX = "http.response.header."
 _PLACEHOLDER = re.compile(r"[{<:*(]")
 _REDACTED = "[REDACTED]"
 _URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
-
-Attributes = Mapping[str, object]
-SpanEvent = tuple[str, int, Attributes]
-"""A span event as every source can give it: name, time (ns), attributes."""
-RawHeaders = Sequence[tuple[bytes, bytes]] | Mapping[str, str]
-"""Request headers as ``otel_matomo.request_hook`` keeps them: an ASGI scope's ``(name, value)`` byte pairs
-(names lower-case, as ASGI requires), or header name -> value as a WSGI server joined them."""
-
-
-@dataclass(frozen=True)
-class TrackedFact:
-    """One fact the application tracked during the request (an event, goal, order ...), from a span event."""
-
-    kind: str
-    """The span event's name, one of ``otel_matomo.tracking.TRACKING_EVENTS``."""
-    time_ns: int
-    attributes: Attributes
-
-
-@dataclass(frozen=True)
-class AppTracking:
-    """What the application said about the request through ``otel_matomo.tracking``."""
-
-    page_title: str | None = None
-    skip: bool = False
-    search_keyword: str | None = None
-    search_category: str | None = None
-    search_count: int | None = None
-    product: Mapping[str, str] = field(default_factory=dict)
-    """``sku``, ``name``, ``category``, ``price`` of a product view, as text."""
-    dimensions: Mapping[int, str] = field(default_factory=dict)
-    facts: tuple[TrackedFact, ...] = ()
-
-
-@dataclass(slots=True)
-class HttpRequest:
-    """One HTTP request to the application, as plain data; read, never changed, once built. (Not a frozen
-    dataclass: building one per span is on the exporter's hot path, and frozen construction costs half again.
-    For the same reason ``http_request_from_span_data`` passes the fields by position, in this order.)"""
-
-    method: str
-    path: str
-    start_ns: int
-    end_ns: int | None
-    """``None`` while the request still runs (tracked at its start)."""
-    span_id: int
-    route: str | None = None
-    query: str = ""
-    scheme: str = "http"
-    host: str | None = None
-    """The host the visitor asked for (the Host header, with its port), never the server's bind address."""
-    peer_address: str | None = None
-    """The socket peer (or what the server already resolved from trusted proxy headers)."""
-    user_agent: str | None = None
-    status: int | None = None
-    user_id: str | None = None
-    synthetic_type: str | None = None
-    """``bot`` or ``test`` when the instrumentation recognised a synthetic client."""
-    response_size: int | None = None
-    """Bytes of the response body, when the instrumentation recorded them."""
-    headers: Mapping[str, str] = field(default_factory=dict)
-    """Captured request headers, lower-case names with dashes, repeated lines joined by ', '."""
-    redirect_location: str | None = None
-    """The captured ``Location`` response header of a redirect."""
-    tracking: AppTracking = field(default_factory=AppTracking)
-    attributes: Attributes = field(default_factory=dict)
-    """All span attributes, for dimensions configured by attribute name (``OTEL_EXPORTER_MATOMO_DIMENSIONS``)."""
-
-    @property
-    def referrer(self) -> str | None:
-        """The Referer header."""
-        return self.headers.get("referer")
-
-    @property
-    def accept_language(self) -> str | None:
-        """The Accept-Language header."""
-        return self.headers.get("accept-language")
-
-    @property
-    def duration_ns(self) -> int | None:
-        """Time spent serving the request, never negative; ``None`` while it runs."""
-        return None if self.end_ns is None else max(self.end_ns - self.start_ns, 0)
 
 
 def http_request_from_span_data(
@@ -192,7 +97,7 @@ def http_request_from_span_data(
 _NO_TRACKING = AppTracking()
 _USER_ID = ("enduser.id", "user.id")
 _SYNTHETIC_TYPE = ("user_agent.synthetic.type",)
-_REDIRECT_LOCATION = (RESPONSE_HEADER_ATTRIBUTE_PREFIX + "location",)
+_REDIRECT_LOCATION = (names.RESPONSE_HEADER_ATTRIBUTE_PREFIX + "location",)
 _RARE = frozenset(_USER_ID + _SYNTHETIC_TYPE + _REDIRECT_LOCATION)
 """Attributes that most requests lack (a signed-in user, a synthetic client, a redirect): read only when the
 span's layout says one of them is there."""
@@ -222,34 +127,29 @@ def _app_tracking(attributes: Attributes, events: Iterable[SpanEvent]) -> AppTra
     facts = tuple(
         TrackedFact(name, time_ns, event_attributes)
         for name, time_ns, event_attributes in events
-        if name in tracking.TRACKING_EVENTS
+        if name in names.TRACKING_EVENTS
     )
     dimensions = {}
     for key, value in attributes.items():
-        suffix = key[len(tracking.DIMENSION_PREFIX) :]
-        if (
-            key.startswith(tracking.DIMENSION_PREFIX)
-            and suffix.isascii()
-            and suffix.isdigit()
-            and isinstance(value, str)
-        ):
+        suffix = key[len(names.DIMENSION_PREFIX) :]
+        if key.startswith(names.DIMENSION_PREFIX) and suffix.isascii() and suffix.isdigit() and isinstance(value, str):
             dimensions[int(suffix)] = value
     product = {
         part: text
         for part, key in (
-            ("sku", tracking.PRODUCT_SKU),
-            ("name", tracking.PRODUCT_NAME),
-            ("category", tracking.PRODUCT_CATEGORY),
-            ("price", tracking.PRODUCT_PRICE),
+            ("sku", names.PRODUCT_SKU),
+            ("name", names.PRODUCT_NAME),
+            ("category", names.PRODUCT_CATEGORY),
+            ("price", names.PRODUCT_PRICE),
         )
         if (text := _text(attributes, key)) is not None
     }
     return AppTracking(
-        page_title=_text(attributes, tracking.PAGE_TITLE),
-        skip=attributes.get(tracking.SKIP) is True,
-        search_keyword=_text(attributes, tracking.SEARCH_KEYWORD),
-        search_category=_text(attributes, tracking.SEARCH_CATEGORY),
-        search_count=_integer(attributes, tracking.SEARCH_COUNT),
+        page_title=_text(attributes, names.PAGE_TITLE),
+        skip=attributes.get(names.SKIP) is True,
+        search_keyword=_text(attributes, names.SEARCH_KEYWORD),
+        search_category=_text(attributes, names.SEARCH_CATEGORY),
+        search_count=_integer(attributes, names.SEARCH_COUNT),
         product=product,
         dimensions=dimensions,
         facts=facts,
@@ -329,11 +229,11 @@ def _keys_length(keys: tuple[str, ...]) -> int:
 def _layout(keys: tuple[str, ...]) -> _Layout:
     headers = []
     for key in keys:
-        if key.startswith(HEADER_ATTRIBUTE_PREFIX):
-            headers.append((key, key[len(HEADER_ATTRIBUTE_PREFIX) :].lower().replace("_", "-")))
+        if key.startswith(names.HEADER_ATTRIBUTE_PREFIX):
+            headers.append((key, key[len(names.HEADER_ATTRIBUTE_PREFIX) :].lower().replace("_", "-")))
     return _Layout(
         tuple(headers),
-        tracked=any(key.startswith(tracking.ATTRIBUTE_PREFIX) for key in keys),
+        tracked=any(key.startswith(names.ATTRIBUTE_PREFIX) for key in keys),
         rare=not _RARE.isdisjoint(keys),
     )
 
@@ -354,7 +254,7 @@ def _header_line(value: object) -> str | None:
     return ", ".join(lines) if lines else None
 
 
-_WANTED: dict[bytes, str] = {name.encode("ascii"): name for name in autoconfig.REQUEST_HEADERS}
+_WANTED: dict[bytes, str] = {name.encode("ascii"): name for name in names.REQUEST_HEADERS}
 
 
 def decode_raw_headers(raw: RawHeaders) -> dict[str, str]:

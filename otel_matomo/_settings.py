@@ -16,11 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["ConfigurationError", "Settings", "read_flag"]
+from otel_matomo._names import ENV_PREFIX
 
 _logger = logging.getLogger("otel_matomo")
 
-ENV_PREFIX = "OTEL_EXPORTER_MATOMO_"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 _DEFAULT_TIMEOUT_S = 10.0

@@ -7,8 +7,6 @@ import hmac
 
 from otel_matomo._cache import text_cache
 
-__all__ = ["visitor_id"]
-
 
 def visitor_id(secret: bytes, client_ip: str | None, user_agent: str | None, day: str | None = None) -> str:
     """Return 16 lower-case hex characters, stable for one client IP and user agent.

@@ -28,22 +28,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from otel_matomo.request import HttpRequest, SpanEvent, http_request_from_span_data
-
-__all__ = [
-    "SPAN_KIND_SERVER",
-    "Encoding",
-    "MalformedPayload",
-    "PayloadTooLarge",
-    "SpanRecord",
-    "StatusCode",
-    "TraceRequest",
-    "decode",
-    "export_response",
-    "gunzip",
-    "http_request_of",
-    "status_body",
-]
+from otel_matomo._names import ATTRIBUTE_PREFIX
+from otel_matomo._request import http_request_from_span_data
+from otel_matomo._types import HttpRequest, SpanEvent
 
 SPAN_KIND_SERVER = 2
 _SPAN_KINDS = {
@@ -82,7 +69,6 @@ class PayloadTooLarge(ValueError):
     """The body, once decompressed, exceeds the configured limit."""
 
 
-_TRACKING_PREFIX = "matomo."
 """Only the events of the tracking API are kept: exception events and the like would only cost memory."""
 _STATUS_ERROR = 2
 """``Status.code`` ERROR in OTLP."""
@@ -279,7 +265,7 @@ def _decode_protobuf(body: bytes) -> TraceRequest:
                             events=tuple(
                                 (event.name, event.time_unix_nano, _proto_attributes(event.attributes))
                                 for event in span.events
-                                if event.name.startswith(_TRACKING_PREFIX)
+                                if event.name.startswith(ATTRIBUTE_PREFIX)
                             ),
                             failed=span.status.code == _STATUS_ERROR,
                         )
@@ -371,7 +357,7 @@ def _json_events(events: object) -> tuple[SpanEvent, ...]:
         if not isinstance(event, dict):
             continue
         name = event.get("name")
-        if not isinstance(name, str) or not name.startswith(_TRACKING_PREFIX):
+        if not isinstance(name, str) or not name.startswith(ATTRIBUTE_PREFIX):
             continue
         try:
             kept.append(

@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from otel_matomo.hits import Hit
-
-__all__ = ["Batch", "HitBuffer", "MemoryBuffer", "SpoolBuffer"]
+from otel_matomo._types import Hit
 
 
 @dataclass(frozen=True)

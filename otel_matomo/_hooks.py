@@ -20,11 +20,10 @@ from typing import Any
 
 from opentelemetry.trace import Span
 
+from otel_matomo._names import HEADER_ATTRIBUTE_PREFIX, REQUEST_HEADERS
 from otel_matomo._ratelimit import RateLimitedLog
-from otel_matomo.autoconfig import REQUEST_HEADERS
-from otel_matomo.request import HEADER_ATTRIBUTE_PREFIX, RawHeaders, decode_raw_headers
-
-__all__ = ["request_hook"]
+from otel_matomo._request import decode_raw_headers
+from otel_matomo._types import RawHeaders
 
 _log = RateLimitedLog(logging.getLogger("otel_matomo"))
 

@@ -12,57 +12,22 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 from otel_matomo._gil import yield_gil
+from otel_matomo._hits import request_hits
+from otel_matomo._metrics import PipelineMetrics
+from otel_matomo._policy import skip_reason
 from otel_matomo._ratelimit import RateLimitedLog
-from otel_matomo.hits import Hit, request_hits
-from otel_matomo.metrics import PipelineMetrics
-from otel_matomo.policy import skip_reason
-from otel_matomo.request import HttpRequest
-from otel_matomo.settings import Settings
-from otel_matomo.transport import Outcome, SendResult, Transport
-
-__all__ = ["ExportStats", "Pipeline", "hits_logger"]
+from otel_matomo._settings import Settings
+from otel_matomo._transport import Outcome, SendResult, Transport
+from otel_matomo._types import ExportStats, Hit, HttpRequest
 
 _logger = logging.getLogger("otel_matomo")
 hits_logger = logging.getLogger("otel_matomo.hits")
 """Where dry-run mode writes each hit, as JSON, with the hit itself in the record's ``hit`` attribute."""
 
 Record = TypeVar("Record")
-
-
-@dataclass
-class ExportStats:
-    """Running totals since start; every hit that does not reach Matomo is in one of them."""
-
-    requests: int = 0
-    """HTTP server requests turned into hits."""
-    malformed_spans: int = 0
-    """Server spans that could not be translated (logged)."""
-    excluded: int = 0
-    """Requests excluded by path, extension, method or status (health checks, static files, OPTIONS ...)."""
-    opted_out: int = 0
-    """Requests whose visitor sent Sec-GPC: 1 or DNT: 1."""
-    synthetic: int = 0
-    """Requests from clients the instrumentation marked as bots or tests (with ``skip_synthetic``)."""
-    skipped: int = 0
-    """Requests the application asked not to track (``skip_tracking()``)."""
-    tracked: int = 0
-    """Hits Matomo confirmed."""
-    invalid: int = 0
-    """Hits Matomo refused for good (validation errors, bad token)."""
-    lost: int = 0
-    """Hits not delivered: Matomo unreachable until the deadline, shut down while retrying, or a failure."""
-    queue_full: int = 0
-    """Finished spans the span processor dropped because its queue was full."""
-    outage_bound: int = 0
-    """Hits dropped, oldest first, because too many waited for an unreachable Matomo."""
-    expired: int = 0
-    """Hits dropped because they waited longer than the buffer's maximum age."""
-    batches: int = 0
-    """Bulk requests that Matomo answered or that were given up."""
 
 
 _YIELD_EVERY = 16

@@ -1,0 +1,152 @@
+"""The plain data that flows through the pipeline: requests, hits, drop reasons and the totals that count them.
+
+Imports nothing of ours but names: every stage can use these types without importing another stage.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+Attributes = Mapping[str, object]
+SpanEvent = tuple[str, int, Attributes]
+"""A span event as every source can give it: name, time (ns), attributes."""
+RawHeaders = Sequence[tuple[bytes, bytes]] | Mapping[str, str]
+"""Request headers as ``otel_matomo.request_hook`` keeps them: an ASGI scope's ``(name, value)`` byte pairs
+(names lower-case, as ASGI requires), or header name -> value as a WSGI server joined them."""
+
+
+@dataclass(frozen=True)
+class TrackedFact:
+    """One fact the application tracked during the request (an event, goal, order ...), from a span event."""
+
+    kind: str
+    """The span event's name, one of ``otel_matomo.tracking.TRACKING_EVENTS``."""
+    time_ns: int
+    attributes: Attributes
+
+
+@dataclass(frozen=True)
+class AppTracking:
+    """What the application said about the request through ``otel_matomo.tracking``."""
+
+    page_title: str | None = None
+    skip: bool = False
+    search_keyword: str | None = None
+    search_category: str | None = None
+    search_count: int | None = None
+    product: Mapping[str, str] = field(default_factory=dict)
+    """``sku``, ``name``, ``category``, ``price`` of a product view, as text."""
+    dimensions: Mapping[int, str] = field(default_factory=dict)
+    facts: tuple[TrackedFact, ...] = ()
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    """One HTTP request to the application, as plain data; read, never changed, once built. (Not a frozen
+    dataclass: building one per span is on the exporter's hot path, and frozen construction costs half again.
+    For the same reason ``http_request_from_span_data`` passes the fields by position, in this order.)"""
+
+    method: str
+    path: str
+    start_ns: int
+    end_ns: int | None
+    """``None`` while the request still runs (tracked at its start)."""
+    span_id: int
+    route: str | None = None
+    query: str = ""
+    scheme: str = "http"
+    host: str | None = None
+    """The host the visitor asked for (the Host header, with its port), never the server's bind address."""
+    peer_address: str | None = None
+    """The socket peer (or what the server already resolved from trusted proxy headers)."""
+    user_agent: str | None = None
+    status: int | None = None
+    user_id: str | None = None
+    synthetic_type: str | None = None
+    """``bot`` or ``test`` when the instrumentation recognised a synthetic client."""
+    response_size: int | None = None
+    """Bytes of the response body, when the instrumentation recorded them."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Captured request headers, lower-case names with dashes, repeated lines joined by ', '."""
+    redirect_location: str | None = None
+    """The captured ``Location`` response header of a redirect."""
+    tracking: AppTracking = field(default_factory=AppTracking)
+    attributes: Attributes = field(default_factory=dict)
+    """All span attributes, for dimensions configured by attribute name (``OTEL_EXPORTER_MATOMO_DIMENSIONS``)."""
+
+    @property
+    def referrer(self) -> str | None:
+        """The Referer header."""
+        return self.headers.get("referer")
+
+    @property
+    def accept_language(self) -> str | None:
+        """The Accept-Language header."""
+        return self.headers.get("accept-language")
+
+    @property
+    def duration_ns(self) -> int | None:
+        """Time spent serving the request, never negative; ``None`` while it runs."""
+        return None if self.end_ns is None else max(self.end_ns - self.start_ns, 0)
+
+
+Hit = dict[str, str]
+"""One tracking request's parameters, unencoded; the transport URL-encodes them."""
+
+
+class DropReason(enum.Enum):
+    """Why a request or a hit did not reach Matomo. Each value is the :class:`ExportStats` field that counts it
+    and the ``reason`` attribute of the ``otel_matomo.hits.dropped`` metric."""
+
+    QUEUE_FULL = "queue_full"
+    """The span processor's queue had no room left."""
+    EXCLUDED = "excluded"
+    """A path, extension, method or status that is no visit (health checks, static files, OPTIONS ...)."""
+    OPTED_OUT = "opted_out"
+    """The visitor sent Sec-GPC: 1 or DNT: 1."""
+    SYNTHETIC = "synthetic"
+    """A bot or test client, by the instrumentation's ``user_agent.synthetic.type`` (with ``skip_synthetic``)."""
+    SKIPPED = "skipped"
+    """The application called ``otel_matomo.skip_tracking()``."""
+    OUTAGE_BOUND = "outage_bound"
+    """Too many hits waited while Matomo was unreachable (oldest dropped first)."""
+    EXPIRED = "expired"
+    """Waited longer than the buffer's maximum age."""
+    MALFORMED = "malformed"
+    """A server span that could not be translated (logged)."""
+    LOST = "lost"
+    """Not delivered: Matomo unreachable until the deadline, shut down while retrying, or a failure."""
+
+
+@dataclass
+class ExportStats:
+    """Running totals since start; every hit that does not reach Matomo is in one of them."""
+
+    requests: int = 0
+    """HTTP server requests turned into hits."""
+    malformed_spans: int = 0
+    """Server spans that could not be translated (logged)."""
+    excluded: int = 0
+    """Requests excluded by path, extension, method or status (health checks, static files, OPTIONS ...)."""
+    opted_out: int = 0
+    """Requests whose visitor sent Sec-GPC: 1 or DNT: 1."""
+    synthetic: int = 0
+    """Requests from clients the instrumentation marked as bots or tests (with ``skip_synthetic``)."""
+    skipped: int = 0
+    """Requests the application asked not to track (``skip_tracking()``)."""
+    tracked: int = 0
+    """Hits Matomo confirmed."""
+    invalid: int = 0
+    """Hits Matomo refused for good (validation errors, bad token)."""
+    lost: int = 0
+    """Hits not delivered: Matomo unreachable until the deadline, shut down while retrying, or a failure."""
+    queue_full: int = 0
+    """Finished spans the span processor dropped because its queue was full."""
+    outage_bound: int = 0
+    """Hits dropped, oldest first, because too many waited for an unreachable Matomo."""
+    expired: int = 0
+    """Hits dropped because they waited longer than the buffer's maximum age."""
+    batches: int = 0
+    """Bulk requests that Matomo answered or that were given up."""
