@@ -568,16 +568,21 @@ def test_outside_a_request_nothing_happens_and_nothing_raises(recorder: Recorder
 def test_with_a_non_recording_server_span_nothing_happens(strict: None) -> None:
     """A request the sampler dropped (the exporter path with trace sampling): tracking is off for it."""
     upstream = SpanContext(trace_id=1, span_id=2, is_remote=False, trace_flags=TraceFlags(0))
+    before = dict(tracking.rejected)
     with trace.use_span(NonRecordingSpan(upstream)):
         for call in ALL_CALLS + INVALID_CALLS:
-            call()
+            call()  # strict mode: an invalid call that reached validation would raise
+    assert dict(tracking.rejected) == before
 
 
 def test_with_no_sdk_nothing_happens() -> None:
     tracer = trace.NoOpTracerProvider().get_tracer("test")
-    with tracer.start_as_current_span("GET /", kind=SpanKind.SERVER):
+    before = dict(tracking.rejected)
+    with tracer.start_as_current_span("GET /", kind=SpanKind.SERVER) as span:
         for call in ALL_CALLS:
             call()
+    assert not span.is_recording()
+    assert dict(tracking.rejected) == before
 
 
 def test_after_the_server_span_ended_nothing_happens_and_nothing_raises(recorder: Recorder, strict: None) -> None:
@@ -746,8 +751,10 @@ def test_strict_variable_values(recorder: Recorder, monkeypatch: pytest.MonkeyPa
 @pytest.mark.parametrize("value", ["false", "0", "", "no"])
 def test_strict_variable_off(recorder: Recorder, lenient: None, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_MATOMO_STRICT", value)
+    before = tracking.rejected["track_event"]
     with recorder.request():
-        track_event("", "add")  # no exception
+        track_event("", "add")  # no exception: refused and counted instead
+    assert tracking.rejected["track_event"] == before + 1
 
 
 def test_strict_mode_is_read_at_each_call(recorder: Recorder, lenient: None, monkeypatch: pytest.MonkeyPatch) -> None:
