@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
 from otel_matomo import _hooks as hooks
-from otel_matomo import tracking
+from otel_matomo import _stop, tracking
 from otel_matomo._buffer import HitBuffer, MemoryBuffer, SpoolBuffer
 from otel_matomo._diagnostics import SpanDiagnostics
 from otel_matomo._pipeline import Pipeline
@@ -94,6 +94,7 @@ class MatomoSpanProcessor(SpanProcessor):
         self._log = RateLimitedLog(_logger)
         self._init_state()
         hooks.add_processor()
+        _stop.register(self)
         if hasattr(os, "register_at_fork"):
             reinit = weakref.WeakMethod(self._after_fork)
             os.register_at_fork(after_in_child=lambda: (method := reinit()) and method())

@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util.types import Attributes
 
+from otel_matomo import _stop
 from otel_matomo._diagnostics import SpanDiagnostics, report_sdk_exporters
 from otel_matomo._names import traces_exporters
 from otel_matomo._pipeline import Pipeline
@@ -43,6 +44,7 @@ class MatomoSpanExporter(SpanExporter):
         self._pipeline = Pipeline(self._settings)
         self._diagnostics = SpanDiagnostics()
         self._shut_down = False
+        _stop.register(self)
 
     @property
     def settings(self) -> Settings:
