@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import calendar
 import json
+import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
@@ -58,6 +60,10 @@ class Behaviour:
     """A fixed answer body instead of Matomo's JSON (to test malformed answers)."""
     retry_after: str | None = None
     fail_next: int = 0
+    refuse: Callable[[dict[str, str]], bool] | None = None
+    """Answer HTTP 500 to any batch holding a hit this accepts, as Matomo does for some hit shapes."""
+    drop_after_record: bool = False
+    """Record the batch, then close the connection without an answer (a proxy or a crash between the two)."""
     """Answer the next N requests with ``status`` then go back to 200."""
 
 
@@ -141,6 +147,10 @@ class MatomoStandIn:
             except ValueError:
                 body = {"unparsable": raw.decode("utf-8", "replace")}
             self.received.append(Received(path, query, body, status, arrived))
+        if behaviour.drop_after_record:
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            return
         if behaviour.body is not None and status == 200:
             payload = behaviour.body
         elif isinstance(answer, bytes):
@@ -177,6 +187,8 @@ class MatomoStandIn:
         tracked, invalid = 0, []
         # Matomo silently drops string items with no query, so indices refer to the remaining items.
         kept = [params for params in map(_params, items) if params is not None]
+        if behaviour.refuse is not None and any(map(behaviour.refuse, kept)):
+            return 500, {"status": "error", "tracked": 0}
         if any(_custom_action_without_plugin(params) for params in kept):
             # Matomo 5: "Request was meant for a plugin which is no longer activated" rolls the batch back.
             return 500, {"status": "error", "tracked": 0}
