@@ -41,13 +41,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from otel_matomo._diagnostics import (
-    header_capture,
-    header_capture_messages,
-    sdk_exporter_problems,
-    semconv_mode,
-)
+from otel_matomo._instrumentation import header_capture, header_capture_messages, semconv_mode
 from otel_matomo._names import CAPTURE_ENV, ENV_PREFIX, SEMCONV_ENV, traces_exporters
+from otel_matomo._sdk_exporters import sdk_exporter_problems
 from otel_matomo._settings import ConfigurationError, Settings, read_flag
 from otel_matomo._transport import MalformedAnswer, encode_bulk, parse_bulk_answer
 from otel_matomo._types import Hit
