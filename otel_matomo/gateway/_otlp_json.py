@@ -163,7 +163,7 @@ def _json_attributes(attributes: object) -> dict[str, object]:
 
 
 def _json_value(value: object) -> object:
-    """An ``AnyValue``; a value of the wrong type is dropped, as request.py drops a malformed attribute."""
+    """An ``AnyValue``; a value of the wrong type is dropped, as ``_request`` drops a malformed attribute."""
     if not isinstance(value, dict):
         return None
     if "stringValue" in value:
