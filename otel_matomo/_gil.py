@@ -12,8 +12,8 @@ def yield_gil() -> None:
     Translation and encoding run on background threads but under the GIL. Without a yield they would hold the
     interpreter for a whole batch (milliseconds, up to the 5 ms switch interval at a time), and every request
     arriving meanwhile would wait, which shows in the application's tail latency. ``os.sched_yield()`` releases
-    the GIL and takes it back after any thread that was waiting for it, in under a microsecond when none was;
-    ``time.sleep(0)`` does the same but costs about 70 µs of timer slack on Linux.
+    the GIL and takes it back after any thread that was waiting for it, and returns at once when none was;
+    ``time.sleep(0)`` does the same but pays a real sleep's timer slack on Linux.
     """
     _sched_yield()
 

@@ -2,11 +2,11 @@
 
 OpenTelemetry's capture (``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST``) runs on the request path:
 the ASGI middleware decodes every request header, matches each against every configured pattern and sets the
-matches as span attributes. The benchmarks measured it at 5 to 10 % of a small application's throughput (60 µs
-per request on ASGI). A :class:`~otel_matomo.MatomoSpanProcessor` needs those headers only later,
+matches as span attributes, a share of a small application's throughput that the benchmarks show (row (b1) of
+``benchmarks/RESULTS.md``). A :class:`~otel_matomo.MatomoSpanProcessor` needs those headers only later,
 on its worker thread, so the hook only keeps a reference to what the server already built (the ASGI scope's list
 of byte pairs) or copies the few ``HTTP_*`` values it needs (a WSGI environ), keyed by span id; the processor
-takes it in ``on_end`` and decodes it off the request path (``otel_matomo.request.decode_raw_headers``).
+takes it in ``on_end`` and decodes it off the request path (``otel_matomo._request.decode_raw_headers``).
 
 Without a processor (a ``BatchSpanProcessor`` around the exporter sees only finished spans), the hook sets the
 same span attributes as OpenTelemetry's capture, for :data:`~otel_matomo.REQUEST_HEADERS` alone.

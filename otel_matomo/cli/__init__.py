@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from otel_matomo._settings import ConfigurationError
 
@@ -43,15 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "gateway":
             from otel_matomo.gateway import run_gateway  # noqa: PLC0415 - needs the optional [gateway] extra
 
-            return run_gateway(
-                host=args.host,
-                port=args.port,
-                token_file=args.token_file,
-                sites=args.sites,
-                max_body_size=args.max_body_size,
-                queue_size=args.queue_size,
-                drain_timeout=args.drain_timeout,
-            )
+            return run_gateway(**{_dest(flag): getattr(args, _dest(flag)) for flag, _ in _GATEWAY_FLAGS})
         from otel_matomo.cli.demo import run_demo  # noqa: PLC0415 - needs the optional [demo] extra
 
         return run_demo(as_json=args.json)
@@ -67,6 +60,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+_GATEWAY_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--host", {"help": "address to listen on (default 127.0.0.1; OTEL_MATOMO_GATEWAY_HOST)"}),
+    ("--port", {"type": int, "help": "TCP port (default 4318; OTEL_MATOMO_GATEWAY_PORT)"}),
+    (
+        "--token-file",
+        {
+            "metavar": "PATH",
+            "help": "file holding the bearer token senders must present (OTEL_MATOMO_GATEWAY_TOKEN_FILE; or the "
+            "token itself in OTEL_MATOMO_GATEWAY_TOKEN)",
+        },
+    ),
+    (
+        "--sites",
+        {
+            "metavar": "SERVICE=ID,...",
+            "help": "Matomo site id per resource service.name, e.g. shop=1,blog=2 (OTEL_MATOMO_GATEWAY_SITES); other "
+            "services go to OTEL_EXPORTER_MATOMO_SITE_ID, or are rejected when it is unset",
+        },
+    ),
+    (
+        "--max-body-size",
+        {
+            "type": int,
+            "metavar": "BYTES",
+            "help": "largest request body, before and after gzip (default 16 MiB; OTEL_MATOMO_GATEWAY_MAX_BODY_SIZE)",
+        },
+    ),
+    (
+        "--queue-size",
+        {
+            "type": int,
+            "metavar": "HITS",
+            "help": "hits waiting for Matomo before senders get 429 (default 10000; OTEL_MATOMO_GATEWAY_QUEUE_SIZE)",
+        },
+    ),
+    (
+        "--drain-timeout",
+        {
+            "type": float,
+            "metavar": "SECONDS",
+            "help": "time to deliver the queue at shutdown (default 10; OTEL_MATOMO_GATEWAY_DRAIN_TIMEOUT in ms)",
+        },
+    ),
+)
+"""``otel-matomo gateway``'s flags, each the keyword argument of ``run_gateway`` it is named after (``--max-body-size``
+is ``max_body_size``): one table, so that no flag is parsed and then not passed on."""
+
+
+def _dest(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
+
 def _add_gateway_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``otel-matomo gateway``; each flag overrides its ``OTEL_MATOMO_GATEWAY_*`` variable (see the README)."""
     gateway = commands.add_parser(
@@ -78,35 +123,5 @@ def _add_gateway_command(commands: argparse._SubParsersAction[argparse.ArgumentP
             "configured by the same OTEL_EXPORTER_MATOMO_* variables. Stops gracefully on SIGTERM."
         ),
     )
-    gateway.add_argument("--host", help="address to listen on (default 127.0.0.1; OTEL_MATOMO_GATEWAY_HOST)")
-    gateway.add_argument("--port", type=int, help="TCP port (default 4318; OTEL_MATOMO_GATEWAY_PORT)")
-    gateway.add_argument(
-        "--token-file",
-        metavar="PATH",
-        help="file holding the bearer token senders must present (OTEL_MATOMO_GATEWAY_TOKEN_FILE; or the token "
-        "itself in OTEL_MATOMO_GATEWAY_TOKEN)",
-    )
-    gateway.add_argument(
-        "--sites",
-        metavar="SERVICE=ID,...",
-        help="Matomo site id per resource service.name, e.g. shop=1,blog=2 (OTEL_MATOMO_GATEWAY_SITES); other "
-        "services go to OTEL_EXPORTER_MATOMO_SITE_ID, or are rejected when it is unset",
-    )
-    gateway.add_argument(
-        "--max-body-size",
-        type=int,
-        metavar="BYTES",
-        help="largest request body, before and after gzip (default 16 MiB; OTEL_MATOMO_GATEWAY_MAX_BODY_SIZE)",
-    )
-    gateway.add_argument(
-        "--queue-size",
-        type=int,
-        metavar="HITS",
-        help="hits waiting for Matomo before senders get 429 (default 10000; OTEL_MATOMO_GATEWAY_QUEUE_SIZE)",
-    )
-    gateway.add_argument(
-        "--drain-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="time to deliver the queue at shutdown (default 10; OTEL_MATOMO_GATEWAY_DRAIN_TIMEOUT in ms)",
-    )
+    for flag, options in _GATEWAY_FLAGS:
+        gateway.add_argument(flag, **options)

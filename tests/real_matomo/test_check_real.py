@@ -19,7 +19,9 @@ import httpx
 import pytest
 
 from otel_matomo._settings import Settings
-from otel_matomo.cli.check import PROBE_IP, PROBE_TITLE, TEST_HIT_TITLE, Checker, Verdict, run
+from otel_matomo.cli._check_matomo import PROBE_IP, PROBE_TITLE, TEST_HIT_TITLE
+from otel_matomo.cli._check_report import Verdict
+from otel_matomo.cli.check import Checker, run
 from tests.real_matomo.conftest import Matomo
 
 pytestmark = pytest.mark.real_matomo

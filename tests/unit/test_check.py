@@ -11,9 +11,9 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from otel_matomo.cli import check as check_module
-from otel_matomo.cli import main
-from otel_matomo.cli.check import PROBE_IP, PROBE_TITLE, TEST_HIT_TITLE, run
+from otel_matomo.cli import _check_environment, main
+from otel_matomo.cli._check_matomo import PROBE_IP, PROBE_TITLE, TEST_HIT_TITLE
+from otel_matomo.cli.check import run
 from tests.matomo_reporting_stub import VIEW_TOKEN, MatomoReportingStub
 from tests.matomo_standin import SECURE_ONLY_TOKEN, SUPERUSER_TOKEN, WRITE_TOKEN, MatomoStandIn
 
@@ -414,7 +414,7 @@ def test_zero_code_with_distro_defaults_fails_sdk_start_up(
         seen.append(kwargs)
         return ["OTEL_METRICS_EXPORTER is unset ... run untraced"]
 
-    monkeypatch.setattr(check_module, "sdk_exporter_problems", problems)
+    monkeypatch.setattr(_check_environment, "sdk_exporter_problems", problems)
     result = check(stub.url, SUPERUSER_TOKEN, env={"OTEL_TRACES_EXPORTER": "matomo"})
 
     assert result.code == 1

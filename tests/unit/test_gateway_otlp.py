@@ -25,9 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from otel_matomo.gateway._otlp import (
     Encoding,
-    MalformedPayload,
     PayloadTooLarge,
-    SpanRecord,
     StatusCode,
     decode,
     export_response,
@@ -35,6 +33,7 @@ from otel_matomo.gateway._otlp import (
     http_request_of,
     status_body,
 )
+from otel_matomo.gateway._otlp_records import MalformedPayload, SpanRecord
 
 SERVER_SPAN_ID = "2016a8876acbf3c0"
 

@@ -1,0 +1,91 @@
+"""The checks that need no network: the configuration as the exporter reads it, and what the application's
+process would run with (the SDK exporters ``opentelemetry-instrument`` loads, the request-header capture, the
+HTTP semantic conventions).
+
+Apart from the checks of the live Matomo because they judge the environment alone, through the same pure
+diagnoses the exporter logs at start-up, and run the same with or without an endpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from otel_matomo._instrumentation import header_capture, header_capture_messages, semconv_mode
+from otel_matomo._names import CAPTURE_ENV, ENV_PREFIX, SEMCONV_ENV, traces_exporters
+from otel_matomo._sdk_exporters import sdk_exporter_problems
+from otel_matomo._settings import Settings
+from otel_matomo.cli._check_report import Check, Verdict
+
+_SEMCONV_NAMES = {
+    "old": "the old HTTP attribute names (http.method, http.target ...)",
+    "new": "the stable HTTP attribute names (http.request.method, url.path ...)",
+    "dup": "both the old and the stable HTTP attribute names",
+}
+
+
+def configuration_checks(settings: Settings, warnings: tuple[str, ...] = ()) -> Iterator[Check]:
+    """The configuration read (never the token itself), dry run, and the ``warnings`` logged while reading it."""
+    token = "set" if settings.token_auth else "not set"
+    yield Check(
+        "configuration",
+        Verdict.OK,
+        f"endpoint {settings.endpoint_for_logs}, site {settings.site_id}, token_auth {token}, "
+        f"timeout {settings.timeout:g} s",
+    )
+    if settings.dry_run:
+        yield Check(
+            "configuration",
+            Verdict.WARN,
+            f"{ENV_PREFIX}DRY_RUN is on: the exporter logs hits on the otel_matomo.hits logger instead of sending them",
+        )
+    for warning in warnings:
+        yield Check("configuration", Verdict.WARN, warning)
+
+
+def environment_checks(env: Mapping[str, str]) -> Iterator[Check]:
+    """SDK start-up under ``opentelemetry-instrument``, header capture and semantic conventions for ``env``."""
+    yield from _sdk_start_up(env)
+    yield from _header_capture(env)
+    setting = env.get(SEMCONV_ENV, "unset")
+    names = _SEMCONV_NAMES[semconv_mode(env)]
+    yield Check("semconv", Verdict.OK, f"{SEMCONV_ENV}={setting}: spans carry {names}; otel-matomo reads all of them")
+
+
+def _sdk_start_up(env: Mapping[str, str]) -> Iterator[Check]:
+    if "matomo" not in traces_exporters(env):
+        yield Check(
+            "sdk start-up",
+            Verdict.SKIP,
+            "OTEL_TRACES_EXPORTER does not name matomo: otel-matomo runs only where the application builds "
+            "MatomoSpanExporter in code",
+        )
+        return
+    problems = sdk_exporter_problems(env, load=True)
+    for problem in problems:
+        yield Check("sdk start-up", Verdict.FAIL, problem)
+    if not problems:
+        shown = ", ".join(
+            f"{variable}={env.get(variable, 'unset')}"
+            for variable in ("OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER")
+        )
+        yield Check(
+            "sdk start-up", Verdict.OK, f"every exporter opentelemetry-instrument would load is there ({shown})"
+        )
+
+
+def _header_capture(env: Mapping[str, str]) -> Iterator[Check]:
+    capture = header_capture(env)
+    messages = header_capture_messages(capture)
+    for message in messages:
+        yield Check("header capture", Verdict.WARN, message)
+    if not messages:
+        source = (
+            "added by otel-matomo under opentelemetry-instrument"
+            if capture.added_by_otel_matomo
+            else f"from {CAPTURE_ENV}"
+        )
+        yield Check(
+            "header capture",
+            Verdict.OK,
+            f"all {len(capture.captured)} request headers otel-matomo reads are captured ({source})",
+        )
