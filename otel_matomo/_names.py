@@ -64,24 +64,13 @@ HEADER_ATTRIBUTE_PREFIX = "http.request.header."
 RESPONSE_HEADER_ATTRIBUTE_PREFIX = "http.response.header."
 """Captured headers are span attributes ``<prefix><name>`` (Python writes ``_`` for ``-``, Node.js keeps ``-``)."""
 
-# OpenTelemetry HTTP span attributes, newest convention first: each tuple is read in order, the first present wins.
-# Only ``_request`` reads them; the exceptions to "newest first" say why.
+# OpenTelemetry HTTP span attributes that the semantic conventions renamed: each tuple is read in order, the first
+# present wins. Newest convention first, except where a docstring says why not. Only ``_request`` reads them.
 METHOD = ("http.request.method", "http.method")
-METHOD_ORIGINAL = "http.request.method_original"
-"""The method as sent when ``http.request.method`` is ``_OTHER`` (one the instrumentation does not know)."""
 SCHEME = ("url.scheme", "http.scheme")
-ROUTE = "http.route"
-PATH = "url.path"
-QUERY = "url.query"
-TARGET = "http.target"
-"""Old conventions: the path alone on ASGI (the query is only in ``http.url``), path and query on WSGI."""
 FULL_URL = ("http.url", "url.full")
 """The old name first: the path and query are read from it only when no convention recorded them apart."""
-OLD_FULL_URL = "http.url"
-"""Built from the Host header, so the requested host when the header itself was not captured."""
 STATUS = ("http.response.status_code", "http.status_code")
-ERROR_TYPE = "error.type"
-"""Set when the request failed, possibly before any status code was recorded (then the visitor got a 500)."""
 PEER_ADDRESS = ("network.peer.address", "net.sock.peer.addr", "net.peer.ip", "client.address")
 """The socket peer. Node's ``client.address`` comes from the left-most X-Forwarded-For entry, which the visitor
 writes, so it is the last resort; ``net.sock.peer.addr`` is Java agent 1.x and Go otelhttp < 0.50."""
@@ -90,6 +79,19 @@ RESPONSE_SIZE = ("http.response.body.size", "http.response_content_length")
 SERVER_ADDRESS = ("server.address", "http.host", "net.host.name")
 """The Host header on WSGI and Node.js but the bind address ``"ip:port"`` on ASGI: the host's last resort."""
 SERVER_PORT = ("server.port", "net.host.port")
+
+# ... and those with one name, in one convention or in all.
+METHOD_ORIGINAL = "http.request.method_original"
+"""The method as sent when ``http.request.method`` is ``_OTHER`` (one the instrumentation does not know)."""
+ROUTE = "http.route"
+PATH = "url.path"
+QUERY = "url.query"
+TARGET = "http.target"
+"""Old conventions: the path alone on ASGI (the query is only in ``http.url``), path and query on WSGI."""
+OLD_FULL_URL = "http.url"
+"""Built from the Host header, so the requested host when the header itself was not captured."""
+ERROR_TYPE = "error.type"
+"""Set when the request failed, possibly before any status code was recorded (then the visitor got a 500)."""
 SYNTHETIC_TYPE = "user_agent.synthetic.type"
 """``bot`` or ``test`` when the instrumentation recognised a synthetic client."""
 REDIRECT_LOCATION = RESPONSE_HEADER_ATTRIBUTE_PREFIX + "location"

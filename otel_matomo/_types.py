@@ -17,17 +17,19 @@ RawHeaders = Sequence[tuple[bytes, bytes]] | Mapping[str, str]
 (names lower-case, as ASGI requires), or header name -> value as a WSGI server joined them."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TrackedFact:
     """One fact the application tracked during the request (an event, goal, order ...), from a span event."""
 
     kind: str
-    """The span event's name, one of ``otel_matomo.tracking.TRACKING_EVENTS``."""
+    """The span event's name, one of ``otel_matomo._names.TRACKING_EVENTS``."""
     time_ns: int
+    """When the application tracked it: the span event's time, which becomes the fact hit's ``cdt``."""
     attributes: Attributes
+    """The span event's attributes (``matomo.event.category``, ``matomo.goal.id`` ...)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AppTracking:
     """What the application said about the request through ``otel_matomo.tracking``."""
 
