@@ -28,10 +28,9 @@ def request_hits(request: HttpRequest, settings: Settings) -> list[Hit]:
     main = request_hit(request, settings)
     if not request.tracking.facts:
         return [main]
-    shared = {key: value for key, value in main.items() if key in _SHARED or key.startswith("dimension")}
+    shared = {key: value for key, value in main.items() if key in _SHARED or key.startswith(_DIMENSION)}
     hits = [main]
     for index, fact in enumerate(request.tracking.facts, start=1):
-        extra = _FACT_PARAMETERS[fact.kind](fact.attributes)
         hits.append(
             {
                 **shared,
@@ -40,7 +39,9 @@ def request_hits(request: HttpRequest, settings: Settings) -> list[Hit]:
                 # ca=1 marks a hit that is no page view, but Matomo 5 answers HTTP 500 for a goal or ecommerce hit
                 # that carries it ("meant for a plugin which is no longer activated"), failing the whole batch.
                 **({} if fact.kind in _CONVERSIONS else {"ca": "1"}),
-                **extra,
+                # Matomo records an ecommerce order or cart as a conversion of goal 0.
+                **({"idgoal": "0"} if fact.kind in _ECOMMERCE else {}),
+                **_pick(fact.attributes, _FACT_PARAMETERS[fact.kind]),
             }
         )
     return hits
@@ -88,15 +89,15 @@ def request_hit(request: HttpRequest, settings: Settings) -> Hit:
     if settings.dimensions or app.dimensions:
         hit.update(_dimensions(request, settings))
     headers = request.headers
-    if referrer := headers.get("referer"):
-        hit["urlref"] = redact_url(referrer, settings.redact_query_params)
+    if request.referrer:
+        hit["urlref"] = redact_url(request.referrer, settings.redact_query_params)
     if request.user_agent:
         hit["ua"] = request.user_agent
     # Most requests (all but Chromium's) carry no hint: one test of the header names before reading six headers.
     if not _HINTS.isdisjoint(headers) and (uadata := _client_hints(tuple(map(headers.get, names.CLIENT_HINT_HEADERS)))):
         hit["uadata"] = uadata
-    if language := headers.get("accept-language"):
-        hit["lang"] = language
+    if request.accept_language:
+        hit["lang"] = request.accept_language
     if request.user_id:
         hit["uid"] = request.user_id
     # Matomo refuses cip without a token that may write to the site; without cip it records our own IP.
@@ -118,48 +119,33 @@ def _dimensions(request: HttpRequest, settings: Settings) -> dict[str, str]:
             values[dimension_id] = str(value)
     values.update(request.tracking.dimensions)
     # Matomo cuts dimension values to 250 characters.
-    return {f"dimension{dimension_id}": value[:250] for dimension_id, value in values.items()}
+    return {f"{_DIMENSION}{dimension_id}": value[:250] for dimension_id, value in values.items()}
 
 
-def _event(attributes: Mapping[str, object]) -> Hit:
-    return _pick(
-        attributes,
-        e_c=names.EVENT_CATEGORY,
-        e_a=names.EVENT_ACTION,
-        e_n=names.EVENT_NAME,
-        e_v=names.EVENT_VALUE,
-    )
+_FACT_PARAMETERS: dict[str, dict[str, str]] = {
+    names.EVENT: {
+        "e_c": names.EVENT_CATEGORY,
+        "e_a": names.EVENT_ACTION,
+        "e_n": names.EVENT_NAME,
+        "e_v": names.EVENT_VALUE,
+    },
+    names.GOAL: {"idgoal": names.GOAL_ID, "revenue": names.GOAL_REVENUE},
+    names.ORDER: {
+        "ec_id": names.ORDER_ID,
+        "revenue": names.REVENUE,
+        "ec_items": names.ITEMS,
+        "ec_st": names.SUBTOTAL,
+        "ec_tx": names.TAX,
+        "ec_sh": names.SHIPPING,
+        "ec_dt": names.DISCOUNT,
+    },
+    names.CART_UPDATE: {"revenue": names.REVENUE, "ec_items": names.ITEMS},
+    names.CONTENT_IMPRESSION: {"c_n": names.CONTENT_NAME, "c_p": names.CONTENT_PIECE, "c_t": names.CONTENT_TARGET},
+}
+"""Per kind of tracked fact: Matomo parameter -> the span event attribute it comes from."""
 
 
-def _goal(attributes: Mapping[str, object]) -> Hit:
-    return _pick(attributes, idgoal=names.GOAL_ID, revenue=names.GOAL_REVENUE)
-
-
-def _order(attributes: Mapping[str, object]) -> Hit:
-    return {
-        "idgoal": "0",
-        **_pick(
-            attributes,
-            ec_id=names.ORDER_ID,
-            revenue=names.REVENUE,
-            ec_items=names.ITEMS,
-            ec_st=names.SUBTOTAL,
-            ec_tx=names.TAX,
-            ec_sh=names.SHIPPING,
-            ec_dt=names.DISCOUNT,
-        ),
-    }
-
-
-def _cart_update(attributes: Mapping[str, object]) -> Hit:
-    return {"idgoal": "0", **_pick(attributes, revenue=names.REVENUE, ec_items=names.ITEMS)}
-
-
-def _content_impression(attributes: Mapping[str, object]) -> Hit:
-    return _pick(attributes, c_n=names.CONTENT_NAME, c_p=names.CONTENT_PIECE, c_t=names.CONTENT_TARGET)
-
-
-def _pick(attributes: Mapping[str, object], **parameters: str) -> Hit:
+def _pick(attributes: Mapping[str, object], parameters: Mapping[str, str]) -> Hit:
     """Matomo parameter -> the attribute it comes from; numbers without a needless ``.0``."""
     hit = {}
     for parameter, key in parameters.items():
@@ -171,18 +157,16 @@ def _pick(attributes: Mapping[str, object], **parameters: str) -> Hit:
     return hit
 
 
-_FACT_PARAMETERS = {
-    names.EVENT: _event,
-    names.GOAL: _goal,
-    names.ORDER: _order,
-    names.CART_UPDATE: _cart_update,
-    names.CONTENT_IMPRESSION: _content_impression,
-}
 _SHARED = frozenset({"idsite", "rec", "apiv", "cid", "url", "urlref", "ua", "uadata", "lang", "uid", "cip", "bots"})
-"""The visitor and page parameters every hit of one request carries (with its ``dimension<ID>``)."""
+"""The visitor and page parameters of the request's hit that every fact hit of the request copies (with its
+``dimension<ID>``)."""
 _CONVERSIONS = frozenset({names.GOAL, names.ORDER, names.CART_UPDATE})
 """Facts Matomo records as conversions (``idgoal``), which must not carry ``ca=1``."""
+_ECOMMERCE = frozenset({names.ORDER, names.CART_UPDATE})
+_DIMENSION = "dimension"
+"""``dimension<ID>``: one parameter per custom dimension."""
 _PRODUCT = {"sku": "_pks", "name": "_pkn", "category": "_pkc", "price": "_pkp"}
+"""A product view's parts (``AppTracking.product``, from ``names.PRODUCT_*``) -> Matomo's parameters."""
 
 
 def action_name(request: HttpRequest, settings: Settings) -> str:

@@ -64,26 +64,38 @@ HEADER_ATTRIBUTE_PREFIX = "http.request.header."
 RESPONSE_HEADER_ATTRIBUTE_PREFIX = "http.response.header."
 """Captured headers are span attributes ``<prefix><name>`` (Python writes ``_`` for ``-``, Node.js keeps ``-``)."""
 
-# OpenTelemetry HTTP span attributes, newest convention first: each tuple is read in order, the first present wins.
+# OpenTelemetry HTTP span attributes that the semantic conventions renamed: each tuple is read in order, the first
+# present wins. Newest convention first, except where a docstring says why not. Only ``_request`` reads them.
 METHOD = ("http.request.method", "http.method")
-METHOD_ORIGINAL = "http.request.method_original"
 SCHEME = ("url.scheme", "http.scheme")
-ROUTE = "http.route"
-PATH = "url.path"
-QUERY = "url.query"
-TARGET = "http.target"
 FULL_URL = ("http.url", "url.full")
-OLD_FULL_URL = "http.url"
+"""The old name first: the path and query are read from it only when no convention recorded them apart."""
 STATUS = ("http.response.status_code", "http.status_code")
-ERROR_TYPE = "error.type"
 PEER_ADDRESS = ("network.peer.address", "net.sock.peer.addr", "net.peer.ip", "client.address")
 """The socket peer. Node's ``client.address`` comes from the left-most X-Forwarded-For entry, which the visitor
 writes, so it is the last resort; ``net.sock.peer.addr`` is Java agent 1.x and Go otelhttp < 0.50."""
 USER_AGENT = ("user_agent.original", "http.user_agent")
 RESPONSE_SIZE = ("http.response.body.size", "http.response_content_length")
 SERVER_ADDRESS = ("server.address", "http.host", "net.host.name")
+"""The Host header on WSGI and Node.js but the bind address ``"ip:port"`` on ASGI: the host's last resort."""
 SERVER_PORT = ("server.port", "net.host.port")
+
+# ... and those with one name, in one convention or in all.
+METHOD_ORIGINAL = "http.request.method_original"
+"""The method as sent when ``http.request.method`` is ``_OTHER`` (one the instrumentation does not know)."""
+ROUTE = "http.route"
+PATH = "url.path"
+QUERY = "url.query"
+TARGET = "http.target"
+"""Old conventions: the path alone on ASGI (the query is only in ``http.url``), path and query on WSGI."""
+OLD_FULL_URL = "http.url"
+"""Built from the Host header, so the requested host when the header itself was not captured."""
+ERROR_TYPE = "error.type"
+"""Set when the request failed, possibly before any status code was recorded (then the visitor got a 500)."""
 SYNTHETIC_TYPE = "user_agent.synthetic.type"
+"""``bot`` or ``test`` when the instrumentation recognised a synthetic client."""
+REDIRECT_LOCATION = RESPONSE_HEADER_ATTRIBUTE_PREFIX + "location"
+"""A redirect's captured ``Location`` response header (``RESPONSE_HEADERS``)."""
 
 # What otel_matomo.tracking writes on the server span (and another process may have written): attributes ...
 ATTRIBUTE_PREFIX = "matomo."

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from otel_matomo import _names as names
-from otel_matomo._cache import text_cache, text_length
+from otel_matomo._cache import text_cache
+from otel_matomo._layout import Layout
+from otel_matomo._layout import layout as key_layout
 from otel_matomo._types import AppTracking, Attributes, HttpRequest, RawHeaders, SpanEvent, TrackedFact
 
 _PLACEHOLDER = re.compile(r"[{<:*(]")
@@ -40,75 +41,48 @@ def http_request_from_span_data(
     recorded (Starlette's instrumentation does), and the visitor then got a 500. ``raw_headers`` are those
     ``otel_matomo.request_hook`` kept instead of OpenTelemetry's header capture.
     """
-    method = _text(attributes, "http.request.method", "http.method")
-    scheme = (_text(attributes, "url.scheme", "http.scheme") or "http").lower()
+    method = _text(attributes, *names.METHOD)
+    scheme = (_text(attributes, *names.SCHEME) or "http").lower()
     if method is None and scheme in ("ws", "wss"):
         method = "GET"  # websocket spans carry no method; the handshake is a GET
     if method is None:
         return None
     if method == "_OTHER":
-        method = _text(attributes, "http.request.method_original") or method
-    route = _route_template(_text(attributes, "http.route"))
+        method = _text(attributes, names.METHOD_ORIGINAL) or method
+    route = _route_template(_text(attributes, names.ROUTE))
     path, query = _path_and_query(name, method, route, attributes)
     if route is not None and not _PLACEHOLDER.search(route) and route.rstrip("/") != path.rstrip("/"):
         # A route with no placeholder that is not the path is a mount point ("/shop" for every page of a
         # sub-application mounted there): as a title it would merge every page into one row.
         route = None
-    layout = _layout(tuple(attributes))
+    layout = key_layout(tuple(attributes))
     headers = _headers(attributes, layout)
     if raw_headers:
         headers.update(decode_raw_headers(raw_headers))
-    status = _integer(attributes, "http.response.status_code", "http.status_code")
-    if status is None and (failed or _text(attributes, "error.type") is not None):
+    status = _integer(attributes, *names.STATUS)
+    if status is None and (failed or _text(attributes, names.ERROR_TYPE) is not None):
         status = 500
-    host = headers.get("host") or _host(attributes)
-    # The socket peer: Node's client.address comes from the left-most X-Forwarded-For entry, which the visitor
-    # writes, so it is the last resort; net.sock.peer.addr is Java agent 1.x and Go otelhttp < 0.50.
-    peer_address = _text(attributes, "network.peer.address", "net.sock.peer.addr", "net.peer.ip", "client.address")
-    user_agent = _text(attributes, "user_agent.original", "http.user_agent") or headers.get("user-agent")
-    response_size = _integer(attributes, "http.response.body.size", "http.response_content_length")
-    user_id, synthetic_type, redirect_location = _rare_fields(attributes) if layout.rare else (None, None, None)
-    # Most requests tracked nothing: one shared empty view instead of reading a dozen absent attributes.
-    app_tracking = _app_tracking(attributes, events) if layout.tracked or events else _NO_TRACKING
-    # By position, in the order of the fields: keyword arguments cost this hot path 0.7 µs more per span.
     return HttpRequest(
-        method.upper(),
-        path,
-        start_ns,
-        end_ns,
-        span_id,
-        route,
-        query,
-        scheme,
-        host,
-        peer_address,
-        user_agent,
-        status,
-        user_id,
-        synthetic_type,
-        response_size,
-        headers,
-        redirect_location,
-        app_tracking,
-        attributes,
-    )
-
-
-_NO_TRACKING = AppTracking()
-_USER_ID = ("enduser.id", "user.id")
-_SYNTHETIC_TYPE = ("user_agent.synthetic.type",)
-_REDIRECT_LOCATION = (names.RESPONSE_HEADER_ATTRIBUTE_PREFIX + "location",)
-_RARE = frozenset(_USER_ID + _SYNTHETIC_TYPE + _REDIRECT_LOCATION)
-"""Attributes that most requests lack (a signed-in user, a synthetic client, a redirect): read only when the
-span's layout says one of them is there."""
-
-
-def _rare_fields(attributes: Attributes) -> tuple[str | None, str | None, str | None]:
-    """User id, synthetic client type and redirect location."""
-    return (
-        _text(attributes, *_USER_ID),
-        _text(attributes, *_SYNTHETIC_TYPE),
-        _text(attributes, *_REDIRECT_LOCATION),
+        method=method.upper(),
+        path=path,
+        query=query,
+        route=route,
+        scheme=scheme,
+        host=headers.get("host") or _host(attributes),
+        headers=headers,
+        peer_address=_text(attributes, *names.PEER_ADDRESS),
+        user_agent=_text(attributes, *names.USER_AGENT) or headers.get("user-agent"),
+        user_id=_text(attributes, *names.USER_IDS),
+        synthetic_type=_text(attributes, names.SYNTHETIC_TYPE),
+        status=status,
+        response_size=_integer(attributes, *names.RESPONSE_SIZE),
+        redirect_location=_text(attributes, names.REDIRECT_LOCATION),
+        # Most requests tracked nothing: they share one empty view.
+        tracking=_app_tracking(attributes, events) if layout.tracked or events else _NO_TRACKING,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        span_id=span_id,
+        attributes=attributes,
     )
 
 
@@ -120,6 +94,9 @@ def _route_template(route: str | None) -> str | None:
         return None
     route = route.rpartition(" ")[2]
     return route if route.startswith("/") else "/" + route
+
+
+_NO_TRACKING = AppTracking()
 
 
 def _app_tracking(attributes: Attributes, events: Iterable[SpanEvent]) -> AppTracking:
@@ -196,46 +173,14 @@ def _integer(attributes: Attributes, *keys: str) -> int | None:
     return None
 
 
-def _headers(attributes: Attributes, layout: _Layout) -> dict[str, str]:
-    """The captured request headers (Python names them with underscores, Node.js keeps the dashes)."""
+def _headers(attributes: Attributes, layout: Layout) -> dict[str, str]:
+    """The captured request headers, lower-case names with dashes."""
     headers: dict[str, str] = {}
     for key, header in layout.headers:
         line = _header_line(attributes[key])
         if line is not None:
             headers[header] = line
     return headers
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """What one sequence of attribute keys holds. An instrumentation records the same keys, in the same order, on
-    every request of one kind, so that a span pays one lookup for its keys instead of a test per key."""
-
-    headers: tuple[tuple[str, str], ...]
-    """(attribute key, header name) of each captured request header, in attribute order (a later key wins)."""
-    tracked: bool
-    """Whether a key is a ``matomo.*`` attribute that ``otel_matomo.tracking`` sets."""
-    rare: bool
-    """Whether a key is one of :data:`_RARE`, which are not worth looking up for every request."""
-
-
-def _keys_length(keys: tuple[str, ...]) -> int:
-    """Keys count for an eighth of their characters: one layout serves every request of its kind, so one of up
-    to eight times ``CACHED_LENGTH`` characters of keys (some 150 attribute names) is worth keeping."""
-    return text_length(*keys) // 8
-
-
-@text_cache(maxsize=512, size=_keys_length)  # a few dozen layouts in an application, by instrumentation and browser
-def _layout(keys: tuple[str, ...]) -> _Layout:
-    headers = []
-    for key in keys:
-        if key.startswith(names.HEADER_ATTRIBUTE_PREFIX):
-            headers.append((key, key[len(names.HEADER_ATTRIBUTE_PREFIX) :].lower().replace("_", "-")))
-    return _Layout(
-        tuple(headers),
-        tracked=any(key.startswith(names.ATTRIBUTE_PREFIX) for key in keys),
-        rare=not _RARE.isdisjoint(keys),
-    )
 
 
 def _header_line(value: object) -> str | None:
@@ -291,11 +236,11 @@ def _path_and_query(name: str, method: str, route: str | None, attributes: Attri
     has both; WSGI under wsgiref in the new conventions sets neither, leaving the span name (``"GET /path"``
     on raw middleware, the route template on frameworks).
     """
-    path = _text(attributes, "url.path")
+    path = _text(attributes, names.PATH)
     if path is not None:
-        return path, _text(attributes, "url.query") or ""
-    full_url = _text(attributes, "http.url", "url.full")
-    target = _text(attributes, "http.target")
+        return path, _text(attributes, names.QUERY) or ""
+    full_url = _text(attributes, *names.FULL_URL)
+    target = _text(attributes, names.TARGET)
     if target is not None:
         path, _, query = target.partition("?")
         if not query and full_url is not None:
@@ -325,7 +270,7 @@ def _host(attributes: Attributes) -> str | None:
     ``http.url`` (old conventions) is built from the Host header. ``server.address`` is the Host header on
     WSGI and Node.js but the bind address ``"ip:port"`` on ASGI, so it is the last resort.
     """
-    full_url = _text(attributes, "http.url")
+    full_url = _text(attributes, names.OLD_FULL_URL)
     if full_url is not None:
         try:
             netloc = urlsplit(full_url).netloc.rpartition("@")[2]
@@ -333,10 +278,10 @@ def _host(attributes: Attributes) -> str | None:
             netloc = ""
         if netloc:
             return netloc
-    address = _text(attributes, "server.address", "http.host", "net.host.name")
+    address = _text(attributes, *names.SERVER_ADDRESS)
     if address is None:
         return None
-    port = _integer(attributes, "server.port", "net.host.port")
+    port = _integer(attributes, *names.SERVER_PORT)
     if port is None or ":" in address or port in (80, 443):
         return address
     return f"{address}:{port}"

@@ -17,17 +17,19 @@ RawHeaders = Sequence[tuple[bytes, bytes]] | Mapping[str, str]
 (names lower-case, as ASGI requires), or header name -> value as a WSGI server joined them."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TrackedFact:
     """One fact the application tracked during the request (an event, goal, order ...), from a span event."""
 
     kind: str
-    """The span event's name, one of ``otel_matomo.tracking.TRACKING_EVENTS``."""
+    """The span event's name, one of ``otel_matomo._names.TRACKING_EVENTS``."""
     time_ns: int
+    """When the application tracked it: the span event's time, which becomes the fact hit's ``cdt``."""
     attributes: Attributes
+    """The span event's attributes (``matomo.event.category``, ``matomo.goal.id`` ...)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AppTracking:
     """What the application said about the request through ``otel_matomo.tracking``."""
 
@@ -44,35 +46,49 @@ class AppTracking:
 
 @dataclass(slots=True)
 class HttpRequest:
-    """One HTTP request to the application, as plain data; read, never changed, once built. (Not a frozen
-    dataclass: building one per span is on the exporter's hot path, and frozen construction costs half again.
-    For the same reason ``http_request_from_span_data`` passes the fields by position, in this order.)"""
+    """One HTTP request to the application, as plain data, read and never changed once built.
+    ``otel_matomo._request`` builds it from a span; each field says which attributes (``otel_matomo._names``) it
+    comes from, in the order they are read.
+
+    Not frozen: a frozen dataclass sets each field through ``object.__setattr__``, and one is built per span on the
+    exporter's hot path, where that measured clearly above the benchmark's noise (``benchmarks/RESULTS.md``)."""
 
     method: str
+    """``METHOD`` (``METHOD_ORIGINAL`` for ``_OTHER``), upper-case; ``GET`` for a websocket handshake."""
     path: str
+    """``PATH``, else ``TARGET``, else ``FULL_URL``, else the span name: as requested, still percent-encoded."""
     start_ns: int
     end_ns: int | None
     """``None`` while the request still runs (tracked at its start)."""
     span_id: int
     route: str | None = None
+    """``ROUTE`` as a path template; ``None`` for a mount point, which is no page."""
     query: str = ""
+    """``QUERY``, or the query part of ``TARGET`` or ``FULL_URL``, without the ``?``."""
     scheme: str = "http"
+    """``SCHEME``, lower-case."""
     host: str | None = None
-    """The host the visitor asked for (the Host header, with its port), never the server's bind address."""
+    """The host the visitor asked for, with its port: the Host header, else ``OLD_FULL_URL``'s host, else
+    ``SERVER_ADDRESS`` and ``SERVER_PORT``; never the server's bind address when the header was captured."""
     peer_address: str | None = None
-    """The socket peer (or what the server already resolved from trusted proxy headers)."""
+    """``PEER_ADDRESS``: the socket peer (or what the server already resolved from trusted proxy headers)."""
     user_agent: str | None = None
+    """``USER_AGENT``, else the captured User-Agent header."""
     status: int | None = None
+    """``STATUS``; 500 when the span failed (``ERROR_TYPE`` or its ERROR status) before one was recorded."""
     user_id: str | None = None
+    """``USER_IDS``, which ``otel_matomo.tracking.set_user_id`` sets."""
     synthetic_type: str | None = None
-    """``bot`` or ``test`` when the instrumentation recognised a synthetic client."""
+    """``SYNTHETIC_TYPE``: ``bot`` or ``test`` when the instrumentation recognised a synthetic client."""
     response_size: int | None = None
-    """Bytes of the response body, when the instrumentation recorded them."""
+    """``RESPONSE_SIZE``: bytes of the response body, when the instrumentation recorded them."""
     headers: Mapping[str, str] = field(default_factory=dict)
-    """Captured request headers, lower-case names with dashes, repeated lines joined by ', '."""
+    """Captured request headers (``HEADER_ATTRIBUTE_PREFIX``, or kept by ``otel_matomo.request_hook``),
+    lower-case names with dashes, repeated lines joined by ', '."""
     redirect_location: str | None = None
-    """The captured ``Location`` response header of a redirect."""
+    """``REDIRECT_LOCATION``: the captured ``Location`` response header of a redirect."""
     tracking: AppTracking = field(default_factory=AppTracking)
+    """The ``matomo.*`` attributes and span events."""
     attributes: Attributes = field(default_factory=dict)
     """All span attributes, for dimensions configured by attribute name (``OTEL_EXPORTER_MATOMO_DIMENSIONS``)."""
 

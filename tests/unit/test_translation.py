@@ -207,63 +207,74 @@ def test_every_field_is_read_into_its_own_place() -> None:
     assert request.attributes is attributes
 
 
-def _scanned_headers(attributes: dict[str, Any]) -> dict[str, str]:
-    """The captured headers as the general path reads them, one attribute after the other, with no layout."""
-    from otel_matomo._names import HEADER_ATTRIBUTE_PREFIX
-    from otel_matomo._request import _header_line
-
-    headers = {}
-    for key, value in attributes.items():
-        if key.startswith(HEADER_ATTRIBUTE_PREFIX):
-            line = _header_line(list(value) if isinstance(value, tuple) else value)
-            if line is not None:
-                headers[key[len(HEADER_ATTRIBUTE_PREFIX) :].lower().replace("_", "-")] = line
-    return headers
-
-
-LAYOUT_CASES: list[dict[str, Any]] = [
-    {"http.method": "GET"},  # no header at all
-    {
-        "http.method": "GET",
-        "http.request.header.user_agent": ("one",),
-        "http.request.header.User-Agent": ("two",),  # the same header twice: the later attribute wins
-        "http.request.header.accept_language": [" fr ", "", "en"],  # a list, blank lines dropped
-        "http.request.header.referer": "https://a.example/é",  # a plain string, not ASCII
-        "http.request.header.x_forwarded_for": ("10.0.0.1", "10.0.0.2"),  # repeated lines
-        "http.request.header.cookie": ("[REDACTED]",),  # sanitised
-        "http.request.header.dnt": (),  # empty
-        "http.request.header.sec_ch_ua": ("\ud800odd",),  # a lone surrogate
-        "http.request.header.x_number": (7,),  # not text
-    },
-    {"http.request.header.host": ("shop.example",), "matomo.page_title": "Home", "http.method": "GET"},
-    {"http.method": "GET", "enduser.id": " ", "user.id": "u-2", "http.request.header.host": "a.example"},
-    {"http.method": "GET", "http.response.header.location": ["/next"], "user_agent.synthetic.type": "bot"},
+HEADER_CASES: list[tuple[dict[str, Any], dict[str, str]]] = [
+    ({"http.method": "GET"}, {}),  # no header at all
+    (
+        {
+            "http.method": "GET",
+            "http.request.header.user_agent": ("one",),
+            "http.request.header.User-Agent": ("two",),  # the same header twice: the later attribute wins
+            "http.request.header.accept_language": [" fr ", "", "en"],  # a list, blank lines dropped
+            "http.request.header.referer": "https://a.example/é",  # a plain string, not ASCII
+            "http.request.header.x_forwarded_for": ("10.0.0.1", "10.0.0.2"),  # repeated lines
+            "http.request.header.cookie": ("[REDACTED]",),  # sanitised
+            "http.request.header.dnt": (),  # empty
+            "http.request.header.sec_ch_ua": ("\ud800odd",),  # a lone surrogate
+            "http.request.header.x_number": (7,),  # not text
+        },
+        {
+            "user-agent": "two",
+            "accept-language": "fr, en",
+            "referer": "https://a.example/é",
+            "x-forwarded-for": "10.0.0.1, 10.0.0.2",
+            "sec-ch-ua": "\ufffdodd",
+        },
+    ),
+    (
+        {"http.request.header.host": ("shop.example",), "matomo.page_title": "Home", "http.method": "GET"},
+        {"host": "shop.example"},
+    ),
+    (
+        {"http.method": "GET", "enduser.id": " ", "user.id": "u-2", "http.request.header.host": "a.example"},
+        {"host": "a.example"},
+    ),
+    ({"http.method": "GET", "http.response.header.location": ["/next"], "user_agent.synthetic.type": "bot"}, {}),
 ]
 
 
-@pytest.mark.parametrize("attributes", LAYOUT_CASES)
-def test_the_key_layout_reads_what_a_pass_over_every_attribute_reads(attributes: dict[str, Any]) -> None:
-    # A span's keys are classified once per sequence of keys; past the layout cache's bound (a few thousand
-    # characters of keys) they are classified every time: the same request either way.
+@pytest.mark.parametrize(("attributes", "headers"), HEADER_CASES)
+def test_captured_headers_are_read_in_attribute_order_whatever_else_the_span_holds(
+    attributes: dict[str, Any], headers: dict[str, str]
+) -> None:
+    # Unrelated attributes before the headers, or the same attributes in the opposite order, change nothing but
+    # which of two attributes for one header comes last (and wins).
     first = http_request_from_span_data("GET /", attributes, 1, 2, 3)
-    again = http_request_from_span_data("GET /", dict(attributes), 1, 2, 3)  # from the cache
-    padded = {**{f"custom.{n}.{'k' * 64}": n for n in range(80)}, **attributes}  # a layout too long to cache
-    uncached = http_request_from_span_data("GET /", padded, 1, 2, 3)
-    reversed_keys = dict(reversed(list(attributes.items())))
+    padded = {**{f"custom.{n}.{'k' * 64}": n for n in range(80)}, **attributes}
+    with_others = http_request_from_span_data("GET /", padded, 1, 2, 3)
+    reversed_request = http_request_from_span_data("GET /", dict(reversed(list(attributes.items()))), 1, 2, 3)
     assert first is not None
-    assert again is not None
-    assert uncached is not None
-    assert first.headers == again.headers == uncached.headers == _scanned_headers(attributes)
-    reversed_request = http_request_from_span_data("GET /", reversed_keys, 1, 2, 3)
+    assert with_others is not None
     assert reversed_request is not None
-    assert reversed_request.headers == _scanned_headers(reversed_keys)
-    for request in (again, uncached, reversed_request):
+    assert first.headers == with_others.headers == headers
+    assert reversed_request.headers == {**headers, **({"user-agent": "one"} if "user-agent" in headers else {})}
+    for request in (with_others, reversed_request):
         assert (request.user_id, request.synthetic_type, request.redirect_location, request.tracking) == (
             first.user_id,
             first.synthetic_type,
             first.redirect_location,
             first.tracking,
         )
+
+
+def test_user_id_synthetic_type_redirect_and_page_title_are_read_from_their_attributes() -> None:
+    requests = [http_request_from_span_data("GET /", attributes, 1, 2, 3) for attributes, _ in HEADER_CASES]
+    assert [(r.user_id, r.synthetic_type, r.redirect_location, r.tracking.page_title) for r in requests if r] == [
+        (None, None, None, None),
+        (None, None, None, None),
+        (None, None, None, "Home"),
+        ("u-2", None, None, None),
+        (None, "bot", "/next", None),
+    ]
 
 
 def test_rare_attributes_are_read_when_present_and_none_otherwise() -> None:
