@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from otel_matomo._settings import ConfigurationError
+from otel_matomo._options import ConfigurationError
 
 __all__ = ["main"]
 
