@@ -99,6 +99,11 @@ class OptionTable:
                 raise TypeError(f"{self.owner}() got an unexpected keyword argument {name!r}")
         return {option.name: self.value(option, arguments.get(option.name), environ) for option in self.options}
 
+    def given(self, name: str, arguments: Mapping[str, object], environ: Mapping[str, str]) -> bool:
+        """Whether option ``name`` is set, by argument or variable (for rules that span two options)."""
+        variable = environ.get(self.prefix + self[name].suffix, "").strip()
+        return arguments.get(name) is not None or bool(variable)
+
     def value(self, option: Option, argument: object, environ: Mapping[str, str]) -> Any:
         if argument is not None:
             return self.parse(option, argument, argument=True)
