@@ -21,6 +21,7 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
+_SHORT_UNITS = {"milliseconds": "ms", "seconds": "s"}
 _NONE = "none"
 """The value that empties a list option (an empty variable means "unset", i.e. the default)."""
 
@@ -117,9 +118,10 @@ class Number:
         return number / self.per_second
 
     def show(self, default: Any) -> str:
+        unit = _SHORT_UNITS.get(self.unit, self.unit)
         if self.per_second == 1:
-            return f"{default:g} {self.unit}"
-        return f"{default * self.per_second:g} {self.unit} ({default:g} s)"
+            return f"{default:g} {unit}"
+        return f"{default * self.per_second:g} {unit} ({default:g} s)"
 
 
 @dataclass(frozen=True)

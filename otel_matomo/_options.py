@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+_T = TypeVar("_T")
 
 
 class ConfigurationError(ValueError):
@@ -64,6 +66,8 @@ class Option:
     """False for variable-only options (a token that must never be a command-line flag)."""
     label: str = ""
     """How errors and the README name the option, when not by its keyword (``--port``)."""
+    secret: bool = False
+    """Kept out of the dataclass ``repr``."""
 
     @property
     def field_name(self) -> str:
@@ -88,6 +92,21 @@ class OptionTable:
 
     def __getitem__(self, name: str) -> Option:
         return self._by_name[name]
+
+    def fill(self, cls: type[_T]) -> type[_T]:
+        """Class decorator, under ``@dataclass``: each annotated field gets its option's default (a secret stays
+        out of the ``repr``), so that a default is written in the table only. A field without an option, or an
+        option without a field, fails at import."""
+        annotated = set(vars(cls).get("__annotations__", {}))
+        stored = {option.field_name for option in self.options}
+        if annotated != stored:
+            raise TypeError(f"{cls.__name__} fields and {self.owner} options differ: {sorted(annotated ^ stored)}")
+        for option in self.options:
+            if option.required:
+                setattr(cls, option.field_name, field(repr=not option.secret))
+            else:
+                setattr(cls, option.field_name, field(default=option.default, repr=not option.secret))
+        return cls
 
     def label(self, option: Option) -> str:
         return option.label or self.labels(option.name)
@@ -144,5 +163,5 @@ class OptionTable:
     def _rows(self) -> Iterable[str]:
         for option in self.options:
             shown = "required" if option.required else option.shown or option.kind.show(option.default)
-            named = f"`{self.label(option)}`" if option.keyword else ""
-            yield f"| `{self.prefix}{option.suffix}` | {named} | {shown} | {option.help} |"
+            named = f" `{self.label(option)}` " if option.keyword else " "
+            yield f"| `{self.prefix}{option.suffix}` |{named}| {shown} | {option.help} |"

@@ -14,8 +14,8 @@ import ipaddress
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, TypedDict
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, TypedDict
 from urllib.parse import urlsplit, urlunsplit
 
 from otel_matomo._kinds import (
@@ -76,11 +76,11 @@ SETTINGS_OPTIONS = OptionTable(
     (
         # Where hits go.
         Option("endpoint", "ENDPOINT", Endpoint(), None,
-               "Matomo base URL (`https://matomo.example.com`) or its `matomo.php` URL", required=True),
+               "Matomo base URL (`https://matomo.example.com`) or its `matomo.php` URL", required=True, secret=True),
         Option("site_id", "SITE_ID", Whole("a positive whole number, the Matomo idsite, e.g. 1"), None,
                "the Matomo `idsite`", required=True),
         Option("token_auth", "TOKEN_AUTH", MatomoToken(), None,
-               "a token with write access, needed for the visitor IP ([why](#visitor-ip-and-token_auth))"),
+               "a token with write access, needed for the visitor IP ([why](#visitor-ip-and-token_auth))", secret=True),
         Option("timeout", "TIMEOUT", Number("milliseconds", "10000", per_second=1000), 10.0,
                "overall deadline of one export, retries included (milliseconds in the variable, seconds as "
                "argument, as in the OTLP exporters)"),
@@ -88,12 +88,12 @@ SETTINGS_OPTIONS = OptionTable(
                Secret("a random string of at least 16 characters shared by every process of the deployment"), b"",
                "key of the visitor-id HMAC, the same for every process of the deployment; without it and "
                "without a token, a public constant is used and a warning says so",
-               shown="derived from the token"),
+               shown="derived from the token", secret=True),
         Option("error_page_titles", "ERROR_PAGE_TITLES", Flag(), True, "Matomo's error-page titles for 4xx/5xx"),
         Option("dry_run", "DRY_RUN", Flag(), False,
                "log each hit as JSON on the `otel_matomo.hits` logger instead of sending (no endpoint needed, "
                "site id 1 unless set)"),
-        # Who the visitor is (see policy.py for the reasons behind each default).
+        # Who the visitor is.
         Option("trusted_proxies", "TRUSTED_PROXIES", NetworkList(), DEFAULT_TRUSTED_PROXIES,
                "IPs/CIDRs whose forwarding headers are believed; `none` trusts nobody", shown="`127.0.0.0/8,::1`"),
         Option("forwarded_header", "FORWARDED_HEADER",
@@ -175,10 +175,6 @@ SWITCHES = OptionTable(
 """Process-wide switches read outside ``Settings`` (by ``autoconfig``, ``tracking`` and the diagnostics)."""
 
 
-def _default(name: str) -> Any:
-    return SETTINGS_OPTIONS[name].default
-
-
 class SettingsArguments(TypedDict, total=False):
     """The keyword arguments of :meth:`Settings.from_env` (and of the exporter and processor), one per option."""
 
@@ -216,50 +212,54 @@ class SettingsArguments(TypedDict, total=False):
 
 
 @dataclass(frozen=True)
+@SETTINGS_OPTIONS.fill
 class Settings:
-    """Everything the pipeline needs to know, validated once; defaults and meanings are in ``SETTINGS_OPTIONS``.
+    """Everything the pipeline needs to know, validated once; each field's default, variable and meaning are its
+    row of :data:`SETTINGS_OPTIONS` (``daily_visitor_id`` is the ``visitor_id`` option).
 
     Secrets are kept out of ``repr`` (the endpoint shows without any ``user:password@``) so that a logged
     ``Settings`` never leaks them.
     """
 
-    endpoint: str | None = field(repr=False)
+    endpoint: str | None
     """``None`` only in dry-run mode."""
     site_id: int
-    token_auth: str | None = field(default=_default("token_auth"), repr=False)
-    timeout: float = _default("timeout")
-    """Seconds."""
-    visitor_id_secret: bytes = field(default=_default("visitor_id_secret"), repr=False)
-    error_page_titles: bool = _default("error_page_titles")
-    dry_run: bool = _default("dry_run")
-    trusted_proxies: tuple[IpNetwork, ...] = _default("trusted_proxies")
-    forwarded_header: str = _default("forwarded_header")
-    anonymize_ip: int = _default("anonymize_ip")
-    daily_visitor_id: bool = _default("visitor_id")
-    honor_gpc: bool = _default("honor_gpc")
-    honor_dnt: bool = _default("honor_dnt")
-    redact_query_params: tuple[str, ...] = _default("redact_query_params")
-    exclude_paths: tuple[str, ...] = _default("exclude_paths")
-    exclude_extensions: tuple[str, ...] = _default("exclude_extensions")
-    exclude_methods: tuple[str, ...] = _default("exclude_methods")
-    exclude_status: tuple[tuple[int, int], ...] = _default("exclude_status")
+    token_auth: str | None
+    timeout: float
+    """Seconds, as ``schedule_delay`` and ``buffer_max_age``."""
+    visitor_id_secret: bytes
+    error_page_titles: bool
+    dry_run: bool
+    # Who the visitor is (see _policy.py for the reasons behind each default).
+    trusted_proxies: tuple[IpNetwork, ...]
+    forwarded_header: str
+    anonymize_ip: int
+    daily_visitor_id: bool
+    honor_gpc: bool
+    honor_dnt: bool
+    redact_query_params: tuple[str, ...]
+    # What becomes a hit.
+    exclude_paths: tuple[str, ...]
+    exclude_extensions: tuple[str, ...]
+    exclude_methods: tuple[str, ...]
+    """Upper-case."""
+    exclude_status: tuple[tuple[int, int], ...]
     """Inclusive status code ranges."""
-    event_routes: tuple[str, ...] = _default("event_routes")
-    event_category: str = _default("event_category")
-    dimensions: tuple[tuple[int, str], ...] = _default("dimensions")
+    event_routes: tuple[str, ...]
+    event_category: str
+    dimensions: tuple[tuple[int, str], ...]
     """Custom dimension id -> span attribute name."""
-    track_bots: bool = _default("track_bots")
-    skip_synthetic: bool = _default("skip_synthetic")
-    start_routes: tuple[str, ...] = _default("start_routes")
-    queue_size: int = _default("queue_size")
-    batch_size: int = _default("batch_size")
-    schedule_delay: float = _default("schedule_delay")
-    """Seconds."""
-    buffer_max_hits: int = _default("buffer_max_hits")
-    buffer_max_bytes: int = _default("buffer_max_bytes")
-    buffer_max_age: float = _default("buffer_max_age")
-    """Seconds."""
-    spool_dir: str | None = _default("spool_dir")
+    track_bots: bool
+    skip_synthetic: bool
+    # Delivery by MatomoSpanProcessor (the exporter is batched by the SDK's BatchSpanProcessor instead).
+    start_routes: tuple[str, ...]
+    queue_size: int
+    batch_size: int
+    schedule_delay: float
+    buffer_max_hits: int
+    buffer_max_bytes: int
+    buffer_max_age: float
+    spool_dir: str | None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **arguments: Unpack[SettingsArguments]) -> Settings:
