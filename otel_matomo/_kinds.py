@@ -107,6 +107,8 @@ class Number:
     def parse(self, raw: Any, argument: bool) -> float:
         if argument and (self.per_second != 1 or not isinstance(raw, str)):
             if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 < raw < math.inf:
+                if self.per_second == 1:
+                    raise Invalid(f"is {raw!r}")
                 raise Invalid(f"is {raw!r}", "a positive number of seconds", aside=f"takes {self.unit}")
             return float(raw)
         try:

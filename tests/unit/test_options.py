@@ -155,6 +155,17 @@ def test_an_argument_in_seconds_names_the_variable_in_milliseconds(name: str, va
     assert getattr(Settings.from_env({**BASE, PREFIX + variable: "250"}), name) == 0.25
 
 
+@pytest.mark.parametrize("value", [0, -1.5, float("inf"), True, "soon"])
+def test_an_argument_in_the_variable_unit_names_both(value: object) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_env(BASE, buffer_max_age=value)  # type: ignore[arg-type]
+
+    assert str(raised.value) == (
+        f"buffer_max_age ({PREFIX}BUFFER_MAX_AGE) is {value!r}: expected a positive number of seconds, e.g. 86400"
+    )
+    assert Settings.from_env(BASE, buffer_max_age="60").buffer_max_age == 60.0  # type: ignore[arg-type]
+
+
 # --- switches ---------------------------------------------------------------------------------------------------
 
 
