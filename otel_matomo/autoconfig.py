@@ -64,12 +64,12 @@ def pre_instrument() -> None:
     """
     try:
         exporters = set(traces_exporters())
-        processor = read_flag("PROCESSOR", default=False)
+        processor = read_flag("PROCESSOR")
         if processor:
             _install_processor(exporters)
         elif "matomo" in exporters:
             _install_tracking()
-        if ("matomo" in exporters or processor) and read_flag("CAPTURE_HEADERS", default=True):
+        if ("matomo" in exporters or processor) and read_flag("CAPTURE_HEADERS"):
             merged = configure_header_capture()
             _logger.debug("otel-matomo captures request headers %s", merged)
     except ConfigurationError as error:

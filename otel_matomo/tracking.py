@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 import threading
 from collections import Counter
@@ -33,6 +32,7 @@ from opentelemetry.util.types import AttributeValue
 
 from otel_matomo import _names as names
 from otel_matomo._ratelimit import RateLimitedLog
+from otel_matomo._settings import ConfigurationError, read_flag
 
 __all__ = [
     "EcommerceItem",
@@ -290,7 +290,10 @@ def _validated(call: str, build: _Builder) -> dict[str, AttributeValue] | None:
 
 
 def _strict() -> bool:
-    return bool(sys.flags.dev_mode) or os.environ.get("OTEL_EXPORTER_MATOMO_STRICT", "").lower() in ("1", "true")
+    try:
+        return bool(sys.flags.dev_mode) or read_flag("STRICT")
+    except ConfigurationError:
+        return False  # a mistyped switch must not turn a tracking call into an exception
 
 
 def _text(argument: str, value: object) -> str:

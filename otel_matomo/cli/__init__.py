@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from otel_matomo._settings import ConfigurationError
+from otel_matomo._options import ConfigurationError
 
 __all__ = ["main"]
 

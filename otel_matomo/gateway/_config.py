@@ -1,47 +1,126 @@
 """The gateway's own options (``OTEL_MATOMO_GATEWAY_*`` or command-line flags), validated once at start-up.
 
 What a hit looks like and where it goes stays in the exporter's ``OTEL_EXPORTER_MATOMO_*`` variables
-(:class:`~otel_matomo.settings.Settings`), so a gateway and an in-process exporter configured alike produce the
+(:class:`~otel_matomo.Settings`), so a gateway and an in-process exporter configured alike produce the
 same hits. Only what a network receiver adds lives here: where to listen, who may send, how much to accept, and
-which Matomo site each ``service.name`` belongs to. Errors name the flag and the variable, as Settings' do.
+which Matomo site each ``service.name`` belongs to. The options are rows of :data:`GATEWAY_OPTIONS`, read by the
+same reader as Settings', so errors name the flag and the variable the same way.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
+from otel_matomo._kinds import Number, Text, Whole
 from otel_matomo._names import ENV_PREFIX as MATOMO_ENV_PREFIX
 from otel_matomo._names import GATEWAY_ENV_PREFIX as ENV_PREFIX
-from otel_matomo._settings import ConfigurationError, Settings
+from otel_matomo._options import ConfigurationError, Invalid, Option, OptionTable
+from otel_matomo._settings import Settings
 
-DEFAULT_PORT = 4318
-"""The OTLP/HTTP port, so that clients' default endpoint reaches the gateway."""
-DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
-DEFAULT_QUEUE_SIZE = 10_000
-DEFAULT_DRAIN_TIMEOUT_S = 10.0
 _MIN_TOKEN_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class _BearerToken:
+    """A bearer token, or (``from_file``) the path of a file holding one; never echoed, even mistyped."""
+
+    from_file: bool = False
+    expected: str = f"a random string of at least {_MIN_TOKEN_LENGTH} visible characters, e.g. `openssl rand -hex 32`"
+
+    def parse(self, raw: Any, _argument: bool) -> str:
+        token = str(raw)
+        if self.from_file:
+            try:
+                token = Path(token).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as error:
+                raise Invalid(f"cannot be read ({type(error).__name__})", "a readable file") from None
+        if len(token) < _MIN_TOKEN_LENGTH or not token.isascii() or not token.isprintable() or " " in token:
+            raise Invalid("is not a usable bearer token")
+        return token
+
+    def show(self, _default: Any) -> str:
+        return "none"
+
+
+@dataclass(frozen=True)
+class _Sites:
+    expected: str = "service.name=site id pairs separated by commas, e.g. shop=1,blog=2"
+
+    def parse(self, raw: Any, _argument: bool) -> Mapping[str, int]:
+        sites: dict[str, int] = {}
+        for entry in str(raw).split(","):
+            if not entry.strip():
+                continue
+            name, equals, site = entry.rpartition("=")
+            name, site = name.strip(), site.strip()
+            if not equals or not name or not (site.isascii() and site.isdigit()) or int(site) < 1:
+                raise Invalid(f"has the entry {entry.strip()!r}")
+            if name in sites:
+                raise Invalid(f"names {name!r} twice")
+            sites[name] = int(site)
+        return sites
+
+    def show(self, _default: Any) -> str:
+        return "none"
+
+
+# fmt: off
+GATEWAY_OPTIONS = OptionTable(
+    "GatewayConfig.from_env",
+    ENV_PREFIX,
+    (
+        # Loopback unless told otherwise: a receiver reachable from the network lets anyone inject visits.
+        Option("host", "HOST", Text("an address to listen on"), "127.0.0.1",
+               "address to listen on (`0.0.0.0` for every interface: then set a token)"),
+        Option("port", "PORT", Whole("a TCP port number, e.g. 4318", maximum=65535), 4318,
+               "TCP port (the OTLP/HTTP default)"),
+        # Never a flag: `ps` would show it.
+        Option("token", "TOKEN", _BearerToken(), None,
+               "bearer token every request must carry, at least 16 characters (`openssl rand -hex 32`)",
+               keyword=False, label="the token"),
+        Option("token_file", "TOKEN_FILE", _BearerToken(from_file=True), None,
+               "the same, read from a file (one of the two)", field="token"),
+        Option("sites", "SITES", _Sites(), MappingProxyType({}),
+               "Matomo site id per `service.name`: `shop=1,blog=2`"),
+        Option("max_body_size", "MAX_BODY_SIZE", Whole("a positive whole number of bytes, e.g. 16777216"),
+               16 * 1024 * 1024, "largest request body in bytes, before and after gzip (a gzip bomb is cut off there)",
+               shown="16 MiB"),
+        Option("queue_size", "QUEUE_SIZE", Whole("a positive whole number of hits, e.g. 10000"), 10_000,
+               "hits waiting for Matomo before senders get 429"),
+        Option("drain_timeout", "DRAIN_TIMEOUT", Number("milliseconds", "10000", per_second=1000), 10.0,
+               "time to deliver the queue at shutdown (milliseconds in the variable, seconds as flag)"),
+    ),
+    labels=lambda name: "--" + name.replace("_", "-"),
+    argument_heading="flag",
+)
+# fmt: on
+"""Every gateway option; ``test_options.py`` checks it against :class:`GatewayConfig` and the README."""
+
+
+def _default(name: str) -> Any:
+    return GATEWAY_OPTIONS[name].default
 
 
 @dataclass(frozen=True)
 class GatewayConfig:
     """Where the gateway listens and what it accepts; the token stays out of ``repr``."""
 
-    host: str = "127.0.0.1"
-    """Loopback unless told otherwise: a receiver reachable from the network lets anyone inject visits."""
-    port: int = DEFAULT_PORT
-    token: str | None = field(default=None, repr=False)
+    host: str = _default("host")
+    port: int = _default("port")
+    token: str | None = field(default=_default("token"), repr=False)
     """The bearer token every request must carry; ``None`` accepts any sender."""
-    sites: Mapping[str, int] = field(default_factory=dict)
+    sites: Mapping[str, int] = field(default_factory=lambda: _default("sites"))
     """``service.name`` -> Matomo site id."""
-    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    max_body_size: int = _default("max_body_size")
     """Bytes a request body may have, before and after decompression."""
-    queue_size: int = DEFAULT_QUEUE_SIZE
+    queue_size: int = _default("queue_size")
     """Hits waiting for Matomo; beyond it requests get 429 so that senders back off and retry."""
-    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT_S
+    drain_timeout: float = _default("drain_timeout")
     """Seconds the queue may take to reach Matomo at shutdown."""
 
     @classmethod
@@ -63,19 +142,24 @@ class GatewayConfig:
         ``OTEL_EXPORTER_MATOMO_TIMEOUT``. The token comes from ``OTEL_MATOMO_GATEWAY_TOKEN`` or from a file
         (``--token-file``, ``OTEL_MATOMO_GATEWAY_TOKEN_FILE``), never from a flag that ``ps`` would show.
         """
-        read = _Reader(os.environ if environ is None else environ)
-        host_text = read.raw("HOST", host) or "127.0.0.1"
-        return cls(
-            host=host_text,
-            port=read.whole("PORT", "--port", port, DEFAULT_PORT, "a TCP port number, e.g. 4318", maximum=65535),
-            token=read.token(token_file),
-            sites=read.sites(sites),
-            max_body_size=read.whole(
-                "MAX_BODY_SIZE", "--max-body-size", max_body_size, DEFAULT_MAX_BODY_SIZE, "a number of bytes"
-            ),
-            queue_size=read.whole("QUEUE_SIZE", "--queue-size", queue_size, DEFAULT_QUEUE_SIZE, "a number of hits"),
-            drain_timeout=read.drain_timeout(drain_timeout),
-        )
+        env = os.environ if environ is None else environ
+        arguments = {
+            "host": host,
+            "port": port,
+            "token_file": token_file,
+            "sites": sites,
+            "max_body_size": max_body_size,
+            "queue_size": queue_size,
+            "drain_timeout": drain_timeout,
+        }
+        if GATEWAY_OPTIONS.given("token", arguments, env) and GATEWAY_OPTIONS.given("token_file", arguments, env):
+            raise ConfigurationError(
+                f"both {ENV_PREFIX}TOKEN and a token file (--token-file, {ENV_PREFIX}TOKEN_FILE) are set: "
+                "expected one of them"
+            )
+        values = GATEWAY_OPTIONS.read(arguments, env)
+        token = values.pop("token_file") or values["token"]
+        return cls(**{**values, "token": token})
 
 
 def matomo_settings(sites: Mapping[str, int], environ: Mapping[str, str] | None = None) -> tuple[Settings, bool]:
@@ -89,88 +173,3 @@ def matomo_settings(sites: Mapping[str, int], environ: Mapping[str, str] | None 
     default_site = bool(env.get(MATOMO_ENV_PREFIX + "SITE_ID", "").strip()) or not sites
     settings = Settings.from_env(env, site_id=None if default_site else next(iter(sites.values())))
     return settings, default_site
-
-
-class _Reader:
-    """Reads one option at a time, naming ``--flag (VARIABLE)`` in every error."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def raw(self, suffix: str, value: object) -> str | None:
-        if value is not None:
-            return str(value).strip()
-        text = self._environ.get(ENV_PREFIX + suffix, "").strip()
-        return text or None
-
-    @staticmethod
-    def error(suffix: str, flag: str, problem: str, expected: str) -> ConfigurationError:
-        return ConfigurationError(f"{flag} ({ENV_PREFIX}{suffix}) {problem}: expected {expected}")
-
-    def whole(
-        self, suffix: str, flag: str, value: int | str | None, default: int, expected: str, maximum: int | None = None
-    ) -> int:
-        text = self.raw(suffix, value)
-        if text is None:
-            return default
-        if not (text.isascii() and text.isdigit()) or int(text) < 1 or (maximum is not None and int(text) > maximum):
-            raise self.error(suffix, flag, f"is {text!r}", expected)
-        return int(text)
-
-    def drain_timeout(self, seconds: float | None) -> float:
-        if seconds is not None:
-            if isinstance(seconds, bool) or not 0 < seconds < math.inf:
-                raise ConfigurationError(f"--drain-timeout is {seconds!r}: expected a positive number of seconds")
-            return float(seconds)
-        text = self.raw("DRAIN_TIMEOUT", None)
-        if text is None:
-            return DEFAULT_DRAIN_TIMEOUT_S
-        try:
-            millis = float(text)
-        except ValueError:
-            millis = math.nan
-        if not 0 < millis < math.inf:
-            raise self.error("DRAIN_TIMEOUT", "--drain-timeout", f"is {text!r}", "a positive number of milliseconds")
-        return millis / 1000.0
-
-    def token(self, token_file: str | None) -> str | None:
-        expected = f"a random string of at least {_MIN_TOKEN_LENGTH} visible characters, e.g. `openssl rand -hex 32`"
-        direct = self.raw("TOKEN", None)
-        path = self.raw("TOKEN_FILE", token_file)
-        if direct is not None and path is not None:
-            raise ConfigurationError(
-                f"both {ENV_PREFIX}TOKEN and a token file (--token-file, {ENV_PREFIX}TOKEN_FILE) are set: "
-                "expected one of them"
-            )
-        if path is not None:
-            try:
-                direct = Path(path).read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as error:
-                raise self.error(
-                    "TOKEN_FILE", "--token-file", f"cannot be read ({type(error).__name__})", "a readable file"
-                ) from None
-            suffix, flag = "TOKEN_FILE", "--token-file"
-        else:
-            suffix, flag = "TOKEN", "the token"
-        if direct is None:
-            return None
-        # Never echo the value: it is a secret, even when mistyped.
-        if len(direct) < _MIN_TOKEN_LENGTH or not direct.isascii() or not direct.isprintable() or " " in direct:
-            raise self.error(suffix, flag, "is not a usable bearer token", expected)
-        return direct
-
-    def sites(self, value: str | None) -> dict[str, int]:
-        expected = "service.name=site id pairs separated by commas, e.g. shop=1,blog=2"
-        text = self.raw("SITES", value)
-        sites: dict[str, int] = {}
-        for entry in (text or "").split(","):
-            if not entry.strip():
-                continue
-            name, equals, site = entry.rpartition("=")
-            name, site = name.strip(), site.strip()
-            if not equals or not name or not (site.isascii() and site.isdigit()) or int(site) < 1:
-                raise self.error("SITES", "--sites", f"has the entry {entry.strip()!r}", expected)
-            if name in sites:
-                raise self.error("SITES", "--sites", f"names {name!r} twice", expected)
-            sites[name] = int(site)
-        return sites

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import ipaddress
 import logging
 import signal
 import threading
@@ -25,7 +24,7 @@ import uvicorn
 from otel_matomo._names import GATEWAY_ENV_PREFIX as ENV_PREFIX
 from otel_matomo._pipeline import Pipeline
 from otel_matomo._ratelimit import RateLimitedLog
-from otel_matomo._settings import Settings
+from otel_matomo._settings import Settings, is_loopback
 from otel_matomo._types import ExportStats, Hit
 from otel_matomo.gateway._config import GatewayConfig, matomo_settings
 from otel_matomo.gateway._otlp import (
@@ -350,7 +349,7 @@ def run_gateway(
     )
     settings, default_site = matomo_settings(config.sites)
     _logger.setLevel(logging.INFO)
-    if config.token is None and not _is_loopback(config.host):
+    if config.token is None and not is_loopback(config.host):
         _logger.warning(
             "otel-matomo gateway listens on %s without a bearer token: anyone who can reach it can send fake "
             "visits to Matomo. Set %sTOKEN or --token-file.",
@@ -382,12 +381,3 @@ def _describe_sites(config: GatewayConfig, settings: Settings, default_site: boo
     mapped = [f"{service}={site_id}" for service, site_id in config.sites.items()]
     fallback = f"other services={settings.site_id}" if default_site else "other services rejected"
     return ", ".join([*mapped, fallback])
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
