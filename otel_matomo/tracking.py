@@ -34,22 +34,6 @@ from otel_matomo import _names as names
 from otel_matomo._ratelimit import RateLimitedLog
 from otel_matomo._settings import ConfigurationError, read_flag
 
-__all__ = [
-    "EcommerceItem",
-    "TrackingProcessor",
-    "rejected",
-    "set_custom_dimension",
-    "set_page_title",
-    "set_user_id",
-    "skip_tracking",
-    "track_cart_update",
-    "track_content_impression",
-    "track_event",
-    "track_goal",
-    "track_order",
-    "track_product_view",
-    "track_site_search",
-]
 
 _logger = logging.getLogger("otel_matomo")
 _log = RateLimitedLog(_logger)

@@ -317,9 +317,11 @@ def test_dimension_values_are_cut_to_250_characters(recorder: Recorder) -> None:
 
 
 def test_the_calls_are_exported_by_the_package() -> None:
-    for name in tracking.__all__:
-        if name != "rejected":
-            assert getattr(otel_matomo, name) is getattr(tracking, name)
+    calls = [name for name in vars(tracking) if name.startswith(("track_", "set_", "skip_"))]
+    assert len(calls) == 11, calls
+    for name in [*calls, "EcommerceItem", "TrackingProcessor"]:
+        assert name in otel_matomo.__all__
+        assert getattr(otel_matomo, name) is getattr(tracking, name)
 
 
 # --- where the call is made -------------------------------------------------------------------------------------
