@@ -99,18 +99,18 @@ class PipelineMetrics:
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
         meter = metrics.get_meter(METER_NAME, _package_version(), meter_provider=meter_provider)
         self._sent = meter.create_counter(
-            "otel_matomo._hits.sent", unit="{hit}", description="Hits sent to Matomo in bulk requests."
+            "otel_matomo.hits.sent", unit="{hit}", description="Hits sent to Matomo in bulk requests."
         )
         self._tracked = meter.create_counter(
-            "otel_matomo._hits.tracked", unit="{hit}", description="Hits Matomo confirmed as tracked."
+            "otel_matomo.hits.tracked", unit="{hit}", description="Hits Matomo confirmed as tracked."
         )
         self._invalid = meter.create_counter(
-            "otel_matomo._hits.invalid",
+            "otel_matomo.hits.invalid",
             unit="{hit}",
             description="Hits Matomo rejected for good (unknown site, cip or cdt without a valid token ...).",
         )
         self._dropped = meter.create_counter(
-            "otel_matomo._hits.dropped",
+            "otel_matomo.hits.dropped",
             unit="{hit}",
             description="Requests that did not reach Matomo as hits, by reason.",
         )

@@ -83,9 +83,9 @@ def test_counters_have_names_units_descriptions_and_values(
     metrics = collect(reader)
 
     expected = {
-        "otel_matomo._hits.sent": ("{hit}", 8),
-        "otel_matomo._hits.tracked": ("{hit}", 7),
-        "otel_matomo._hits.invalid": ("{hit}", 1),
+        "otel_matomo.hits.sent": ("{hit}", 8),
+        "otel_matomo.hits.tracked": ("{hit}", 7),
+        "otel_matomo.hits.invalid": ("{hit}", 1),
         "otel_matomo.export.retries": ("{retry}", 3),
     }
     for name, (unit, value) in expected.items():
@@ -101,7 +101,7 @@ def test_dropped_by_reason(instruments: PipelineMetrics, reader: InMemoryMetricR
     instruments.hits_dropped(Skip.OPTED_OUT, 2)
     instruments.hits_dropped("outage_bound", 10)
 
-    metric = collect(reader)["otel_matomo._hits.dropped"]
+    metric = collect(reader)["otel_matomo.hits.dropped"]
 
     assert metric.unit == "{hit}"
     assert counter_values(metric) == {
@@ -164,7 +164,7 @@ def test_every_instance_counts_in_the_queue_gauge(provider: MeterProvider, reade
     metrics = collect(reader)
 
     assert [point.value for point in metrics["otel_matomo.queue.length"].data.data_points] == [7]
-    assert counter_values(metrics["otel_matomo._hits.sent"]) == {(): 4}
+    assert counter_values(metrics["otel_matomo.hits.sent"]) == {(): 4}
 
     exporter_side.observe_queue_length(None)
     assert [point.value for point in collect(reader)["otel_matomo.queue.length"].data.data_points] == [5]
@@ -183,7 +183,7 @@ def test_a_failing_queue_callback_is_ignored(
     metrics = collect(reader)
 
     assert "otel_matomo.queue.length" not in metrics
-    assert counter_values(metrics["otel_matomo._hits.sent"]) == {(): 1}
+    assert counter_values(metrics["otel_matomo.hits.sent"]) == {(): 1}
 
     healthy = PipelineMetrics(meter_provider=provider)
     healthy.observe_queue_length(lambda: 3)
@@ -202,8 +202,8 @@ def test_nonsense_is_ignored_not_raised(instruments: PipelineMetrics, reader: In
 
     metrics = collect(reader)
 
-    assert "otel_matomo._hits.sent" not in metrics
-    assert "otel_matomo._hits.dropped" not in metrics
+    assert "otel_matomo.hits.sent" not in metrics
+    assert "otel_matomo.hits.dropped" not in metrics
     assert "otel_matomo.export.retries" not in metrics
 
 
