@@ -272,7 +272,7 @@ def test_a_garbage_span_reaching_the_worker_is_counted_malformed(
     request_span(tracer_for(processor), "/fine")
     assert processor.force_flush(5000)
     assert paths(standin) == ["/fine"]
-    assert processor.stats.malformed_spans == 1
+    assert processor.stats.malformed == 1
     assert "could not translate" in logs.text
 
 
