@@ -69,6 +69,7 @@ class MatomoSpanProcessor(SpanProcessor):
     Keyword options as for :class:`~otel_matomo.MatomoSpanExporter` (those of ``Settings.from_env``), or
     ``settings=``. Add it to the
     ``TracerProvider`` instead of a ``BatchSpanProcessor`` around the exporter, not in addition to one.
+    ``_clock`` (private, for tests) replaces the system clocks, so that a test steps through delays.
     """
 
     _pipeline: Pipeline

@@ -119,7 +119,7 @@ class PipelineMetrics:
     def hits_sent(self, count: int) -> None:
         """``count`` hits were handed to Matomo in one bulk request.
 
-        Once per ``Pipeline.send``; the transport's own re-sends of that request are counted by :meth:`retry`.
+        Once per ``Pipeline.send``; the HTTP sender's own re-sends of that request are counted by :meth:`retry`.
         """
         self._add(self._sent, count, None)
 
