@@ -3,7 +3,8 @@
 from otel_matomo._delivery import MatomoSpanProcessor
 from otel_matomo._hooks import request_hook
 from otel_matomo._names import REQUEST_HEADERS
-from otel_matomo._settings import ConfigurationError, Settings
+from otel_matomo._options import ConfigurationError
+from otel_matomo._settings import Settings
 from otel_matomo._types import ExportStats, Hit, HttpRequest
 from otel_matomo.autoconfig import configure_header_capture
 from otel_matomo.exporter import MatomoSpanExporter

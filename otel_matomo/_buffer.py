@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from otel_matomo._types import Hit
+from otel_matomo._types import DropReason, Hit
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,11 @@ class Batch:
 
 @dataclass
 class Drops:
-    """Hits a buffer had to drop, by reason."""
+    """Hits a buffer had to drop, by reason (``EXPIRED`` or ``OUTAGE_BOUND``)."""
 
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: Counter[DropReason] = field(default_factory=Counter)
 
-    def add(self, reason: str, count: int) -> None:
+    def add(self, reason: DropReason, count: int) -> None:
         if count:
             self.counts[reason] += count
 
@@ -84,9 +84,9 @@ class MemoryBuffer:
             self._items.append((hit, size))
             self._bytes += size
         drops = Drops()
-        drops.add("expired", self._drop_while(lambda hit, _: now - _cdt(hit) > self._max_age))
+        drops.add(DropReason.EXPIRED, self._drop_while(lambda hit, _: now - _cdt(hit) > self._max_age))
         drops.add(
-            "outage_bound",
+            DropReason.OUTAGE_BOUND,
             self._drop_while(lambda *_: len(self._items) > self._max_hits or self._bytes > self._max_bytes),
         )
         return drops
@@ -157,11 +157,13 @@ class SpoolBuffer:
             self._db.executemany(
                 "INSERT INTO hits (cdt, hit) VALUES (?, ?)", [(_cdt(hit), json.dumps(hit)) for hit in hits]
             )
-            drops.add("expired", self._db.execute("DELETE FROM hits WHERE cdt < ?", (now - self._max_age,)).rowcount)
+            drops.add(
+                DropReason.EXPIRED, self._db.execute("DELETE FROM hits WHERE cdt < ?", (now - self._max_age,)).rowcount
+            )
             (count,) = self._db.execute("SELECT COUNT(*) FROM hits").fetchone()
             if count > self._max_hits:
                 drops.add(
-                    "outage_bound",
+                    DropReason.OUTAGE_BOUND,
                     self._db.execute(
                         "DELETE FROM hits WHERE id IN (SELECT id FROM hits WHERE owner IS NULL OR lease_until < ? "
                         "ORDER BY id LIMIT ?)",

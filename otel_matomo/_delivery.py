@@ -19,7 +19,6 @@ import fnmatch
 import logging
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,12 +31,14 @@ from opentelemetry.trace import SpanKind
 from otel_matomo import _hooks as hooks
 from otel_matomo import _stop, tracking
 from otel_matomo._buffer import HitBuffer, MemoryBuffer, SpoolBuffer
+from otel_matomo._clock import Clock, SystemClock
 from otel_matomo._diagnostics import SpanDiagnostics
 from otel_matomo._pipeline import Pipeline
 from otel_matomo._ratelimit import RateLimitedLog
+from otel_matomo._sending import Outcome
 from otel_matomo._settings import Settings
-from otel_matomo._transport import Outcome, backoff
-from otel_matomo._types import ExportStats, HttpRequest, RawHeaders
+from otel_matomo._transport import backoff
+from otel_matomo._types import DropReason, ExportStats, HttpRequest, RawHeaders
 from otel_matomo.exporter import read_span
 
 _logger = logging.getLogger("otel_matomo")
@@ -59,7 +60,7 @@ _Queued = tuple[ReadableSpan, RawHeaders | None]
 class _Started:
     span: Span
     at: float
-    """``time.monotonic()`` at ``on_start``."""
+    """The clock's ``monotonic()`` at ``on_start``."""
 
 
 class MatomoSpanProcessor(SpanProcessor):
@@ -68,6 +69,7 @@ class MatomoSpanProcessor(SpanProcessor):
     Keyword options as for :class:`~otel_matomo.MatomoSpanExporter` (those of ``Settings.from_env``), or
     ``settings=``. Add it to the
     ``TracerProvider`` instead of a ``BatchSpanProcessor`` around the exporter, not in addition to one.
+    ``_clock`` (private, for tests) replaces the system clocks, so that a test steps through delays.
     """
 
     _pipeline: Pipeline
@@ -82,15 +84,16 @@ class MatomoSpanProcessor(SpanProcessor):
     _failures: int
     _next_attempt: float
     _send_at: float
-    """``time.monotonic()`` when what the buffer holds is sent, full batch or not (every ``schedule_delay``)."""
+    """The clock's ``monotonic()`` when what the buffer holds is sent, full batch or not (every ``schedule_delay``)."""
     _worker: threading.Thread
     _diagnostics: SpanDiagnostics
     _waiting: int
 
-    def __init__(self, *, settings: Settings | None = None, **options: Any) -> None:
+    def __init__(self, *, settings: Settings | None = None, _clock: Clock | None = None, **options: Any) -> None:
         if settings is not None and options:
             raise TypeError("pass either settings= or keyword options, not both")
         self._settings = settings or Settings.from_env(**options)
+        self._clock = _clock if _clock is not None else SystemClock()
         self._log = RateLimitedLog(_logger)
         self._init_state()
         hooks.add_processor()
@@ -115,7 +118,7 @@ class MatomoSpanProcessor(SpanProcessor):
             tracking.register(span)
             if span.kind is SpanKind.SERVER and self._tracks_at_start(span):
                 with self._lock:
-                    self._started[span.context.span_id] = _Started(span, time.monotonic())
+                    self._started[span.context.span_id] = _Started(span, self._clock.monotonic())
         except Exception:  # noqa: BLE001 - never into the application
             self._log.log(logging.ERROR, "on-start", "otel-matomo failed in on_start", exc_info=True)
 
@@ -134,7 +137,7 @@ class MatomoSpanProcessor(SpanProcessor):
                 return
             queue = self._queue
             if len(queue) >= self._settings.queue_size:
-                self._pipeline.count_dropped("queue_full", 1)
+                self._pipeline.count_dropped(DropReason.QUEUE_FULL, 1)
                 self._log.log(
                     logging.WARNING,
                     "queue-full",
@@ -199,7 +202,7 @@ class MatomoSpanProcessor(SpanProcessor):
         self._shutdown = False
         self._failures = 0
         self._next_attempt = 0.0
-        self._send_at = time.monotonic() + self._settings.schedule_delay
+        self._send_at = self._clock.monotonic() + self._settings.schedule_delay
         self._worker = threading.Thread(target=self._run, name="otel-matomo", daemon=True)
         self._worker.start()
 
@@ -222,7 +225,7 @@ class MatomoSpanProcessor(SpanProcessor):
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
             while True:
-                self._wake.wait(max(self._send_at - time.monotonic(), 0.0))
+                self._clock.wait(self._wake, max(self._send_at - self._clock.monotonic(), 0.0))
                 self._wake.clear()
                 stopping = self._shutdown
                 try:
@@ -244,12 +247,12 @@ class MatomoSpanProcessor(SpanProcessor):
         spans = [queue.popleft() for _ in range(len(queue))]
         # A span whose headers came through the hook has none among its attributes: not a capture problem.
         self._diagnostics.observe(span for span, raw_headers in spans if raw_headers is None)
-        hits = self._pipeline.translate([*started, *spans], _read_queued)
+        hits = self._pipeline.translate([*started, *spans], _read_queued).hits
         if hits:
             try:
-                drops = self._buffer.add(hits, time.time())
+                drops = self._buffer.add(hits, self._clock.time())
             except Exception:  # noqa: BLE001 - a full disk under the spool, say: counted, then the worker goes on
-                self._pipeline.count_dropped("lost", len(hits))
+                self._pipeline.count_dropped(DropReason.LOST, len(hits))
                 self._log.log(
                     logging.ERROR,
                     "buffer",
@@ -262,13 +265,13 @@ class MatomoSpanProcessor(SpanProcessor):
                 self._pipeline.count_dropped(reason, count)
                 self._log.log(
                     logging.WARNING,
-                    reason,
+                    reason.value,
                     "otel-matomo dropped %d hits (%s): Matomo has been unreachable",
                     count,
-                    reason,
+                    reason.value,
                 )
         waiting = len(self._buffer)
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if flushes or final or now >= self._send_at:
             self._send_at = now + self._settings.schedule_delay
             self._send_buffer(force=bool(flushes) or final)
@@ -282,7 +285,7 @@ class MatomoSpanProcessor(SpanProcessor):
     def _take_started(self, final: bool) -> list[_Queued]:
         """Start-tracked spans old enough for their captured headers to be set (see ``_START_DELAY``)."""
         ready = []
-        now = time.monotonic()
+        now = self._clock.monotonic()
         for span_id, started in list(self._started.items()):
             if final or now - started.at >= _START_DELAY:
                 self._started_sent.add(span_id)  # first: on_end reads both without the lock
@@ -294,10 +297,10 @@ class MatomoSpanProcessor(SpanProcessor):
     def _send_buffer(self, *, force: bool, full_only: bool = False) -> None:
         """Send batches in order until the buffer is empty (or holds less than a batch, with ``full_only``) or
         Matomo fails; then back off."""
-        if not force and time.monotonic() < self._next_attempt:
+        if not force and self._clock.monotonic() < self._next_attempt:
             return
         while len(self._buffer) >= (self._settings.batch_size if full_only else 1):
-            batch = self._buffer.peek(self._settings.batch_size, time.time())
+            batch = self._buffer.peek(self._settings.batch_size, self._clock.time())
             if not batch.hits:
                 return  # another process holds the spool
             result = self._pipeline.send(batch.hits, retry=False)
@@ -306,7 +309,7 @@ class MatomoSpanProcessor(SpanProcessor):
                 self._pipeline.metrics.retry()
                 self._failures += 1
                 delay = result.retry_after if result.retry_after is not None else backoff(self._failures)
-                self._next_attempt = time.monotonic() + min(delay, 60.0)
+                self._next_attempt = self._clock.monotonic() + min(delay, 60.0)
                 return
             self._buffer.done(batch)
             self._failures = 0
@@ -315,7 +318,7 @@ class MatomoSpanProcessor(SpanProcessor):
         left = self._waiting = len(self._buffer)
         self._pipeline.metrics.observe_queue_length(None)
         if left and self._settings.spool_dir is None:
-            self._pipeline.count_dropped("lost", left)
+            self._pipeline.count_dropped(DropReason.LOST, left)
             _logger.warning("otel-matomo lost %d hits at shutdown: Matomo could not be reached in time", left)
         self._buffer.close()
         self._pipeline.close()

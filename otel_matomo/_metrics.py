@@ -27,31 +27,13 @@ from importlib.metadata import PackageNotFoundError, version
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
+from otel_matomo._types import DropReason
+
 METER_NAME = "otel_matomo"
 
-DROP_REASONS: tuple[str, ...] = (
-    "queue_full",
-    "excluded",
-    "opted_out",
-    "synthetic",
-    "skipped",
-    "outage_bound",
-    "expired",
-    "malformed",
-    "lost",
-)
-"""The ``reason`` values of ``otel_matomo.hits.dropped``:
-
-- ``queue_full``: the span processor's queue had no room left;
-- ``excluded``: a path, extension, method or status that is no visit;
-- ``opted_out``: the visitor sent Sec-GPC or DNT;
-- ``synthetic``: a bot or test client;
-- ``skipped``: the application called ``otel_matomo.tracking.skip_tracking()``;
-- ``outage_bound``: too many hits waited while Matomo was unreachable (oldest dropped first);
-- ``expired``: waited longer than the buffer's maximum age;
-- ``malformed``: a span that could not be translated;
-- ``lost``: not delivered (deadline passed, shut down while retrying, unexpected error).
-"""
+DROP_REASONS: tuple[str, ...] = tuple(reason.value for reason in DropReason)
+"""The ``reason`` values of ``otel_matomo.hits.dropped``: those of :class:`~otel_matomo._types.DropReason`, which
+says what each means."""
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0)
 """The semantic conventions' duration buckets (seconds), plus 30 s and 60 s for exports that retry."""
@@ -137,7 +119,7 @@ class PipelineMetrics:
     def hits_sent(self, count: int) -> None:
         """``count`` hits were handed to Matomo in one bulk request.
 
-        Once per ``Pipeline.send``; the transport's own re-sends of that request are counted by :meth:`retry`.
+        Once per ``Pipeline.send``; the HTTP sender's own re-sends of that request are counted by :meth:`retry`.
         """
         self._add(self._sent, count, None)
 
@@ -149,13 +131,10 @@ class PipelineMetrics:
         """Matomo answered ``invalid: count`` (or refused a whole batch of ``count``)."""
         self._add(self._invalid, count, None)
 
-    def hits_dropped(self, reason: str | enum.Enum, count: int = 1) -> None:
-        """``count`` requests produced no delivered hit, for ``reason`` (one of :data:`DROP_REASONS`).
-
-        An :class:`enum.Enum` is recorded by its value, so ``policy.Skip`` members can be passed as they are.
-        """
+    def hits_dropped(self, reason: DropReason, count: int = 1) -> None:
+        """``count`` requests produced no delivered hit, for ``reason`` (recorded by its value)."""
         try:
-            self._add(self._dropped, count, {"reason": _text(reason)})
+            self._add(self._dropped, count, {"reason": reason.value})
         except Exception:  # noqa: BLE001 - metrics never break the export
             return
 
@@ -166,7 +145,7 @@ class PipelineMetrics:
     def export_duration(self, seconds: float, outcome: str | enum.Enum | None = None) -> None:
         """One export took ``seconds`` (from the start of the first attempt to the settled answer).
 
-        ``outcome`` (e.g. ``transport.Outcome``: delivered, partial, rejected, gave_up, cancelled) becomes the
+        ``outcome`` (e.g. ``_sending.Outcome``: delivered, partial, rejected, gave_up, cancelled) becomes the
         ``outcome`` attribute.
         """
         try:

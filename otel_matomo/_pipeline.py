@@ -6,12 +6,12 @@ hand their records and a reader to :class:`Pipeline`, so translation, counting a
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from otel_matomo._gil import yield_gil
@@ -19,13 +19,12 @@ from otel_matomo._hits import request_hits
 from otel_matomo._metrics import PipelineMetrics
 from otel_matomo._policy import skip_reason
 from otel_matomo._ratelimit import RateLimitedLog
+from otel_matomo._sending import DryRunSender, Outcome, Sender, SendResult
 from otel_matomo._settings import Settings
-from otel_matomo._transport import Outcome, SendResult, Transport
-from otel_matomo._types import ExportStats, Hit, HttpRequest
+from otel_matomo._transport import HttpSender
+from otel_matomo._types import DropReason, ExportStats, Hit, HttpRequest
 
 _logger = logging.getLogger("otel_matomo")
-hits_logger = logging.getLogger("otel_matomo.hits")
-"""Where dry-run mode writes each hit, as JSON, with the hit itself in the record's ``hit`` attribute."""
 
 Record = TypeVar("Record")
 
@@ -34,16 +33,34 @@ _YIELD_EVERY = 16
 """Records translated between two offers of the GIL (see ``yield_gil``): under half a millisecond of work."""
 
 
+@dataclass(frozen=True)
+class Translation:
+    """What :meth:`Pipeline.translate` made of a batch of records."""
+
+    hits: list[Hit]
+    requests: int = 0
+    """Requests turned into hits (a request may make more than one hit)."""
+    dropped: Mapping[DropReason, int] = field(default_factory=dict)
+    """Records that made no hit, by reason (only the reasons that occurred)."""
+
+
 class Pipeline:
-    """Translate records into hits and deliver them; thread-safe counters, no exception escapes ``deliver``."""
+    """Translate records into hits and deliver them; thread-safe counters, no exception escapes ``deliver``.
+
+    ``sender`` defaults to what the settings ask for: the dry-run sender with ``dry_run``, else the HTTP sender.
+    """
 
     def __init__(
-        self, settings: Settings, transport: Transport | None = None, metrics: PipelineMetrics | None = None
+        self, settings: Settings, sender: Sender | None = None, metrics: PipelineMetrics | None = None
     ) -> None:
         self.settings = settings
         self.metrics = metrics if metrics is not None else PipelineMetrics()
-        self._transport = transport if transport is not None or settings.dry_run else Transport(settings)
-        self._stats = ExportStats()
+        self._sender = sender if sender is not None else _sender_for(settings)
+        self._requests = 0
+        self._tracked = 0
+        self._invalid = 0
+        self._batches = 0
+        self._dropped: Counter[DropReason] = Counter()
         self._lock = threading.Lock()
         self._log = RateLimitedLog(_logger)
 
@@ -51,17 +68,23 @@ class Pipeline:
     def stats(self) -> ExportStats:
         """A copy of the running totals."""
         with self._lock:
-            return ExportStats(**vars(self._stats))
+            return ExportStats(
+                requests=self._requests,
+                tracked=self._tracked,
+                invalid=self._invalid,
+                batches=self._batches,
+                **{reason.value: count for reason, count in self._dropped.items()},
+            )
 
     def translate(
         self, records: Iterable[Record], read: Callable[[Record], HttpRequest | None], *, count: bool = True
-    ) -> list[Hit]:
+    ) -> Translation:
         """One hit per record that ``read`` sees as a tracked HTTP server request, in chronological order.
 
-        Each record becomes a hit, a counted skip (by reason) or a counted, logged malformed record; ``count=False``
-        previews without touching the totals.
+        Each record becomes a hit, a skip (by reason) or a logged malformed record; all are counted in the
+        totals unless ``count=False`` (a preview). The result says what was made and what was dropped.
         """
-        tally: Counter[str] = Counter()
+        dropped: Counter[DropReason] = Counter()
         requests = []
         for index, record in enumerate(records, start=1):
             if index % _YIELD_EVERY == 0:
@@ -70,7 +93,7 @@ class Pipeline:
                 request = read(record)
             except Exception:  # noqa: BLE001 - malformed attributes skip one record, never the batch.
                 self._log_malformed("a server span")
-                tally["malformed_spans"] += 1
+                dropped[DropReason.MALFORMED] += 1
                 continue
             if request is not None:
                 requests.append(request)
@@ -85,6 +108,7 @@ class Pipeline:
                     )
         requests.sort(key=lambda request: request.start_ns)
         hits = []
+        tracked = 0
         for index, request in enumerate(requests, start=1):
             if index % _YIELD_EVERY == 0:
                 yield_gil()
@@ -92,66 +116,76 @@ class Pipeline:
                 reason = skip_reason(request, self.settings)
                 if reason is None:
                     hits.extend(request_hits(request, self.settings))
-                    tally["requests"] += 1
+                    tracked += 1
                 else:
-                    tally[reason.value] += 1
+                    dropped[reason] += 1
             except Exception:  # noqa: BLE001 - see above
                 self._log_malformed(f"the request {request.method} {request.path!r}")
-                tally["malformed_spans"] += 1
+                dropped[DropReason.MALFORMED] += 1
+        translation = Translation(hits, tracked, dict(dropped))
         if count:
-            for field_name, value in tally.items():
-                self.count_dropped(field_name, value)
-        return hits
+            self.count_requests(tracked)
+            for reason, number in dropped.items():
+                self.count_dropped(reason, number)
+        return translation
 
     def deliver(self, hits: Sequence[Hit]) -> bool:
         """Send ``hits`` in one bulk request (or log them in dry-run mode); ``True`` when Matomo has them."""
         result = self.send(hits)
         if result.outcome in (Outcome.GAVE_UP, Outcome.CANCELLED):
-            self.count_dropped("lost", len(hits))
+            self.count_dropped(DropReason.LOST, len(hits))
         return result.outcome in (Outcome.DELIVERED, Outcome.PARTIAL)
 
     def send(self, hits: Sequence[Hit], *, retry: bool = True) -> SendResult:
         """One bulk request with Matomo's answer counted; a caller that keeps undelivered hits counts nothing lost."""
         if not hits:
             return SendResult(Outcome.DELIVERED)
-        if self._transport is None:
-            for hit in hits:
-                hits_logger.info("%s", json.dumps(hit), extra={"hit": hit})
-            return SendResult(Outcome.DELIVERED, tracked=len(hits))
+        if not self._sender.reaches_matomo:
+            return self._sender.send(hits, retry=retry)
         self.metrics.hits_sent(len(hits))
         started = time.monotonic()
         try:
-            result = self._transport.send(hits, retry=retry)
+            result = self._sender.send(hits, retry=retry)
         except Exception:  # noqa: BLE001 - never into the caller's thread
             self._log.log(
                 logging.ERROR, "bug", "otel-matomo lost %d hits to an unexpected error", len(hits), exc_info=True
             )
-            self.count_dropped("lost", len(hits))
+            self.count_dropped(DropReason.LOST, len(hits))
             return SendResult(Outcome.REJECTED)
         with self._lock:
-            self._stats.batches += 1
-            self._stats.tracked += result.tracked
-            self._stats.invalid += result.invalid
+            self._batches += 1
+            self._tracked += result.tracked
+            self._invalid += result.invalid
         self.metrics.export_duration(time.monotonic() - started, result.outcome)
         self.metrics.retry(result.attempts - 1)
         self.metrics.hits_tracked(result.tracked)
         self.metrics.hits_invalid(result.invalid)
         return result
 
-    def count_dropped(self, reason: str, count: int) -> None:
-        """Add ``count`` to the :class:`ExportStats` field ``reason`` (a drop reason, or ``requests``)."""
+    def count_dropped(self, reason: DropReason, count: int) -> None:
+        """``count`` requests or hits that did not reach Matomo, for ``reason``: in the totals and the metric."""
         if count:
             with self._lock:
-                setattr(self._stats, reason, getattr(self._stats, reason) + count)
-            if reason != "requests":
-                self.metrics.hits_dropped("malformed" if reason == "malformed_spans" else reason, count)
+                self._dropped[reason] += count
+            self.metrics.hits_dropped(reason, count)
+
+    def count_requests(self, count: int) -> None:
+        """``count`` requests were turned into hits."""
+        if count:
+            with self._lock:
+                self._requests += count
 
     def close(self) -> None:
         """End any retry wait at once and release connections."""
-        if self._transport is not None:
-            self._transport.close()
+        self._sender.close()
 
     def _log_malformed(self, what: str) -> None:
         self._log.log(
             logging.WARNING, "malformed", "otel-matomo skipped %s it could not translate", what, exc_info=True
         )
+
+
+def _sender_for(settings: Settings) -> Sender:
+    if settings.dry_run:
+        return DryRunSender()
+    return HttpSender(settings)

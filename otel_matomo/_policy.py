@@ -14,7 +14,6 @@ Pure functions over :class:`HttpRequest` and :class:`Settings`. The defaults, an
 
 from __future__ import annotations
 
-import enum
 import fnmatch
 import functools
 import ipaddress
@@ -22,8 +21,9 @@ import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from otel_matomo._cache import text_cache
-from otel_matomo._settings import IpNetwork, Settings
-from otel_matomo._types import HttpRequest
+from otel_matomo._kinds import IpNetwork
+from otel_matomo._settings import Settings
+from otel_matomo._types import DropReason, HttpRequest
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -36,31 +36,19 @@ _IPV6_KEEP_BITS = {1: 64, 2: 48, 3: 24}
 """Matomo's own IPv6 masks for its 1, 2 and 3 byte IPv4 levels."""
 
 
-class Skip(enum.Enum):
-    """Why a request produced no hit; each is counted."""
-
-    EXCLUDED = "excluded"
-    """A path, extension, method or status that is not a visit."""
-    OPTED_OUT = "opted_out"
-    """The visitor sent Sec-GPC: 1 or DNT: 1."""
-    SYNTHETIC = "synthetic"
-    """A bot or test client, by the instrumentation's ``user_agent.synthetic.type``."""
-    SKIPPED = "skipped"
-    """The application called ``otel_matomo.tracking.skip_tracking()``."""
-
-
-def skip_reason(request: HttpRequest, settings: Settings) -> Skip | None:
-    """``None`` when the request becomes a hit, else why not."""
+def skip_reason(request: HttpRequest, settings: Settings) -> DropReason | None:
+    """``None`` when the request becomes a hit, else why not (``SKIPPED``, ``EXCLUDED``, ``OPTED_OUT`` or
+    ``SYNTHETIC``)."""
     if request.tracking.skip:
-        return Skip.SKIPPED
+        return DropReason.SKIPPED
     if _is_excluded(request, settings):
-        return Skip.EXCLUDED
+        return DropReason.EXCLUDED
     if (settings.honor_gpc and request.headers.get("sec-gpc", "").strip() == "1") or (
         settings.honor_dnt and request.headers.get("dnt", "").strip() == "1"
     ):
-        return Skip.OPTED_OUT
+        return DropReason.OPTED_OUT
     if settings.skip_synthetic and request.synthetic_type in ("bot", "test"):
-        return Skip.SYNTHETIC
+        return DropReason.SYNTHETIC
     return None
 
 

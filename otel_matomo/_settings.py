@@ -23,9 +23,11 @@ from otel_matomo._kinds import (
     Endpoint,
     Flag,
     Globs,
+    IpNetwork,
     MatomoToken,
     Names,
     NetworkList,
+    Networks,
     Number,
     Pairs,
     Secret,
@@ -33,10 +35,7 @@ from otel_matomo._kinds import (
     Text,
     Whole,
 )
-from otel_matomo._kinds import IpNetwork as IpNetwork  # noqa: PLC0414 - re-exported: the policy types with it
-from otel_matomo._kinds import Networks as Networks  # noqa: PLC0414 - re-exported, as IpNetwork
 from otel_matomo._names import ENV_PREFIX
-from otel_matomo._options import ConfigurationError as ConfigurationError  # noqa: PLC0414 - callers' old home
 from otel_matomo._options import Option, OptionTable
 
 if TYPE_CHECKING:

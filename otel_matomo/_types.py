@@ -138,11 +138,13 @@ class DropReason(enum.Enum):
 
 @dataclass
 class ExportStats:
-    """Running totals since start; every hit that does not reach Matomo is in one of them."""
+    """Running totals since start; every hit that does not reach Matomo is in one of them. Each
+    :class:`DropReason` value names the field that counts it; ``requests``, ``tracked``, ``invalid`` and
+    ``batches`` are the only other fields."""
 
     requests: int = 0
     """HTTP server requests turned into hits."""
-    malformed_spans: int = 0
+    malformed: int = 0
     """Server spans that could not be translated (logged)."""
     excluded: int = 0
     """Requests excluded by path, extension, method or status (health checks, static files, OPTIONS ...)."""

@@ -13,7 +13,8 @@ import os
 from collections.abc import MutableMapping
 
 from otel_matomo._names import CAPTURE_ENV, REQUEST_HEADERS, RESPONSE_CAPTURE_ENV, RESPONSE_HEADERS, traces_exporters
-from otel_matomo._settings import ConfigurationError, read_flag
+from otel_matomo._options import ConfigurationError
+from otel_matomo._settings import read_flag
 
 __all__ = ["REQUEST_HEADERS", "RESPONSE_HEADERS", "configure_header_capture", "pre_instrument"]
 

@@ -62,7 +62,7 @@ class MatomoSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         self._diagnostics.observe(spans)
         try:
-            delivered = self._pipeline.deliver(self._pipeline.translate(spans, read_span))
+            delivered = self._pipeline.deliver(self._pipeline.translate(spans, read_span).hits)
         except Exception:
             logging.getLogger("otel_matomo").exception("otel-matomo failed to export a batch")
             return SpanExportResult.FAILURE
@@ -79,7 +79,7 @@ class MatomoSpanExporter(SpanExporter):
 
     def translate(self, spans: Iterable[ReadableSpan]) -> list[Hit]:
         """The hits that :meth:`export` would send for ``spans``, without sending or counting them."""
-        return self._pipeline.translate(spans, read_span, count=False)
+        return self._pipeline.translate(spans, read_span, count=False).hits
 
 
 def read_span(span: ReadableSpan, raw_headers: RawHeaders | None = None) -> HttpRequest | None:

@@ -31,9 +31,9 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from otel_matomo import _names as names
+from otel_matomo._options import ConfigurationError
 from otel_matomo._ratelimit import RateLimitedLog
-from otel_matomo._settings import ConfigurationError, read_flag
-
+from otel_matomo._settings import read_flag
 
 _logger = logging.getLogger("otel_matomo")
 _log = RateLimitedLog(_logger)

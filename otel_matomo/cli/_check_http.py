@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from otel_matomo._bulk import MalformedAnswer, encode_bulk, parse_bulk_answer
 from otel_matomo._settings import Settings
-from otel_matomo._transport import MalformedAnswer, encode_bulk, parse_bulk_answer
 from otel_matomo._types import Hit
 
 

@@ -20,7 +20,8 @@ from typing import TextIO
 import httpx
 
 from otel_matomo._names import ENV_PREFIX
-from otel_matomo._settings import ConfigurationError, Settings, read_flag
+from otel_matomo._options import ConfigurationError
+from otel_matomo._settings import Settings, read_flag
 from otel_matomo.cli._check_environment import configuration_checks, environment_checks
 from otel_matomo.cli._check_http import MatomoClient
 from otel_matomo.cli._check_matomo import NAMES, TEST_HIT_TITLE, MatomoChecks

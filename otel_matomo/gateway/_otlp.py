@@ -18,12 +18,9 @@ from otel_matomo._request import http_request_from_span_data
 from otel_matomo._types import HttpRequest
 from otel_matomo.gateway._otlp_json import decode_json
 from otel_matomo.gateway._otlp_protobuf import decode_protobuf
+from otel_matomo.gateway._otlp_records import SPAN_KIND_SERVER, MalformedPayload, SpanRecord, TraceRequest
 
 # _server imports the records from here with the rest of the protocol: an alias is mypy's explicit re-export.
-from otel_matomo.gateway._otlp_records import SPAN_KIND_SERVER as SPAN_KIND_SERVER  # noqa: PLC0414
-from otel_matomo.gateway._otlp_records import MalformedPayload as MalformedPayload  # noqa: PLC0414
-from otel_matomo.gateway._otlp_records import SpanRecord as SpanRecord  # noqa: PLC0414
-from otel_matomo.gateway._otlp_records import TraceRequest as TraceRequest  # noqa: PLC0414
 
 
 class Encoding(enum.Enum):

@@ -25,22 +25,19 @@ from otel_matomo._names import GATEWAY_ENV_PREFIX as ENV_PREFIX
 from otel_matomo._pipeline import Pipeline
 from otel_matomo._ratelimit import RateLimitedLog
 from otel_matomo._settings import Settings, is_loopback
-from otel_matomo._types import ExportStats, Hit
+from otel_matomo._types import DropReason, ExportStats, Hit
 from otel_matomo.gateway._config import GatewayConfig, matomo_settings
 from otel_matomo.gateway._otlp import (
-    SPAN_KIND_SERVER,
     Encoding,
-    MalformedPayload,
     PayloadTooLarge,
-    SpanRecord,
     StatusCode,
-    TraceRequest,
     decode,
     export_response,
     gunzip,
     http_request_of,
     status_body,
 )
+from otel_matomo.gateway._otlp_records import SPAN_KIND_SERVER, MalformedPayload, SpanRecord, TraceRequest
 from otel_matomo.gateway._sender import Admission, BackgroundSender
 
 _logger = logging.getLogger("otel_matomo.gateway")
@@ -68,21 +65,6 @@ class _Disconnected(Exception):
     """The client went away before its body arrived; there is no one to answer."""
 
 
-class _Site:
-    """One Matomo site's pipeline, with a lock that makes its malformed-span count attributable to one request."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.pipeline = Pipeline(settings)
-        self._lock = threading.Lock()
-
-    def translate(self, spans: list[SpanRecord]) -> tuple[list[Hit], int]:
-        """The hits of ``spans``, and how many of them could not be translated (for ``partial_success``)."""
-        with self._lock:
-            before = self.pipeline.stats.malformed_spans
-            hits = self.pipeline.translate(spans, http_request_of)
-            return hits, self.pipeline.stats.malformed_spans - before
-
-
 class Gateway:
     """The ASGI application: OTLP trace export requests in, Matomo hits queued for the background sender.
 
@@ -96,7 +78,9 @@ class Gateway:
     def __init__(self, config: GatewayConfig, settings: Settings, *, default_site: bool = True) -> None:
         self.config = config
         site_ids = set(config.sites.values()) | ({settings.site_id} if default_site else set())
-        self._sites = {site_id: _Site(dataclasses.replace(settings, site_id=site_id)) for site_id in sorted(site_ids)}
+        self._sites = {
+            site_id: Pipeline(dataclasses.replace(settings, site_id=site_id)) for site_id in sorted(site_ids)
+        }
         self._by_service = {service: self._sites[site_id] for service, site_id in config.sites.items()}
         self._default = self._sites[settings.site_id] if default_site else None
         self._token = config.token.encode() if config.token is not None else None
@@ -108,7 +92,7 @@ class Gateway:
     @property
     def stats(self) -> dict[int, ExportStats]:
         """Running totals per Matomo site id."""
-        return {site_id: site.pipeline.stats for site_id, site in self._sites.items()}
+        return {site_id: pipeline.stats for site_id, pipeline in self._sites.items()}
 
     def close(self) -> None:
         """Refuse new requests (503), deliver what is queued within the drain timeout, then stop; idempotent."""
@@ -131,12 +115,12 @@ class Gateway:
                 stats.tracked,
                 stats.invalid,
                 stats.lost,
-                stats.malformed_spans,
+                stats.malformed,
             )
 
     def _close_pipelines(self) -> None:
-        for site in self._sites.values():
-            site.pipeline.close()
+        for pipeline in self._sites.values():
+            pipeline.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point."""
@@ -230,12 +214,12 @@ class Gateway:
     def _translate(self, request: TraceRequest) -> tuple[list[tuple[Pipeline, list[Hit]]], Counter[str]]:
         """Hits per site; only SERVER spans can be requests, and the resource's service.name picks the site."""
         rejections = Counter(request.rejections)
-        by_site: dict[int, tuple[_Site, list[SpanRecord]]] = {}
+        by_site: dict[int, tuple[Pipeline, list[SpanRecord]]] = {}
         for span in request.spans:
             if span.kind != SPAN_KIND_SERVER:
                 continue
-            site = self._by_service.get(span.service_name or "", self._default)
-            if site is None:
+            pipeline = self._by_service.get(span.service_name or "", self._default)
+            if pipeline is None:
                 service = span.service_name or "(none)"
                 rejections[f"SERVER spans from service.name {service!r}, which maps to no Matomo site"] += 1
                 self._log.log(
@@ -247,14 +231,15 @@ class Gateway:
                     ENV_PREFIX,
                 )
                 continue
-            by_site.setdefault(id(site), (site, []))[1].append(span)
+            by_site.setdefault(id(pipeline), (pipeline, []))[1].append(span)
         work: list[tuple[Pipeline, list[Hit]]] = []
-        for site, spans in by_site.values():
-            hits, malformed = site.translate(spans)
+        for pipeline, spans in by_site.values():
+            translation = pipeline.translate(spans, http_request_of)
+            malformed = translation.dropped.get(DropReason.MALFORMED, 0)
             if malformed:
                 rejections["SERVER spans that could not be translated (the gateway logs why)"] += malformed
-            if hits:
-                work.append((site.pipeline, hits))
+            if translation.hits:
+                work.append((pipeline, translation.hits))
         return work, rejections
 
     def _too_large(self, encoding: Encoding) -> _Answer:

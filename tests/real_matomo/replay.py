@@ -36,7 +36,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from otel_matomo import MatomoSpanExporter, configure_header_capture
-from otel_matomo._transport import SendResult, Transport
+from otel_matomo._sending import SendResult
+from otel_matomo._transport import HttpSender
 from otel_matomo._types import Hit
 from tests.real_matomo.corpus import FASTAPI, FLASK, Request
 from tests.servers import serve_asgi, serve_wsgi
@@ -123,17 +124,17 @@ class Delivery:
 
 @contextmanager
 def capture_deliveries(monkeypatch: pytest.MonkeyPatch) -> Iterator[Delivery]:
-    """Record the hits of every bulk request the exporter sends (``Transport.send``, the last step before HTTP)."""
+    """Record the hits of every bulk request the exporter sends (``HttpSender.send``, the last step before HTTP)."""
     delivery = Delivery()
-    original: Callable[..., SendResult] = Transport.send
+    original: Callable[..., SendResult] = HttpSender.send
 
-    def send(self: Transport, hits: Sequence[Hit], *args: Any, **kwargs: Any) -> SendResult:
+    def send(self: HttpSender, hits: Sequence[Hit], *args: Any, **kwargs: Any) -> SendResult:
         result = original(self, hits, *args, **kwargs)
         delivery.record(hits, result)
         return result
 
     with monkeypatch.context() as patch:
-        patch.setattr(Transport, "send", send)
+        patch.setattr(HttpSender, "send", send)
         yield delivery
 
 

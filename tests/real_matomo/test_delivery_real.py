@@ -43,7 +43,8 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind
 
 from otel_matomo import MatomoSpanProcessor
-from otel_matomo._transport import Outcome, SendResult, Transport
+from otel_matomo._sending import Outcome, SendResult
+from otel_matomo._transport import HttpSender
 from otel_matomo._types import ExportStats, Hit
 from otel_matomo._visitor import visitor_id
 from otel_matomo.sampling import parentbased_traceidratio
@@ -244,16 +245,16 @@ class Send:
 def record_sends(patch: pytest.MonkeyPatch) -> Iterator[list[Send]]:
     sends: list[Send] = []
     lock = threading.Lock()
-    original: Callable[..., SendResult] = Transport.send
+    original: Callable[..., SendResult] = HttpSender.send
 
-    def send(self: Transport, hits: Sequence[Hit], *args: Any, **kwargs: Any) -> SendResult:
+    def send(self: HttpSender, hits: Sequence[Hit], *args: Any, **kwargs: Any) -> SendResult:
         result = original(self, hits, *args, **kwargs)
         with lock:
             sends.append(Send(time.time(), list(hits), result))
         return result
 
     with patch.context() as local:
-        local.setattr(Transport, "send", send)
+        local.setattr(HttpSender, "send", send)
         yield sends
 
 

@@ -193,7 +193,7 @@ def test_replay_sent_one_exact_hit_per_request(replayed: Replayed) -> None:
     assert replayed.statuses.count(404) >= 2
     assert replayed.stats.requests == len(replayed.requests)
     assert replayed.stats.tracked == len(replayed.requests)
-    assert (replayed.stats.invalid, replayed.stats.lost, replayed.stats.malformed_spans) == (0, 0, 0)
+    assert (replayed.stats.invalid, replayed.stats.lost, replayed.stats.malformed) == (0, 0, 0)
     hits = sorted(replayed.hits, key=lambda hit: (int(hit["cdt"]), hit["cid"]))
     durations = replayed.duration_of()
     by_time = sorted(replayed.requests, key=lambda request: (request.at, replayed.cid(request.visitor)))

@@ -16,7 +16,7 @@ from typing import Protocol
 import pytest
 
 from otel_matomo import MatomoSpanExporter
-from otel_matomo._transport import Outcome
+from otel_matomo._sending import Outcome
 from otel_matomo._types import ExportStats, Hit
 from otel_matomo._visitor import visitor_id
 from tests.real_matomo.conftest import Matomo

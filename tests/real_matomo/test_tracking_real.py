@@ -39,7 +39,7 @@ from werkzeug.wrappers import Response
 
 import otel_matomo
 from otel_matomo import EcommerceItem, MatomoSpanProcessor
-from otel_matomo._transport import Outcome
+from otel_matomo._sending import Outcome
 from otel_matomo._types import ExportStats, Hit
 from otel_matomo._visitor import visitor_id
 from tests.real_matomo.conftest import Matomo

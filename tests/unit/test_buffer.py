@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from otel_matomo._buffer import Batch, MemoryBuffer, SpoolBuffer
-from otel_matomo._types import Hit
+from otel_matomo._types import DropReason, Hit
 
 NOW = 1_800_000_000.0
 LEASE = 30.0
@@ -75,14 +75,14 @@ def test_memory_drops_the_oldest_beyond_max_hits_and_counts_them() -> None:
     buffer = MemoryBuffer(5, 10**6, 3600)
     assert not buffer.add([hit(n) for n in range(1, 4)], NOW).counts
     drops = buffer.add([hit(n) for n in range(4, 11)], NOW)
-    assert drops.counts == {"outage_bound": 5}
+    assert drops.counts == {DropReason.OUTAGE_BOUND: 5}
     assert numbers(buffer.peek(100, NOW)) == [6, 7, 8, 9, 10]
 
 
 def test_memory_drops_the_oldest_beyond_max_bytes() -> None:
     buffer = MemoryBuffer(1000, 350, 3600)
     drops = buffer.add([hit(n, size=100) for n in range(1, 6)], NOW)
-    assert drops.counts == {"outage_bound": 2}
+    assert drops.counts == {DropReason.OUTAGE_BOUND: 2}
     assert numbers(buffer.peek(100, NOW)) == [3, 4, 5]
     assert buffer.size_bytes == 300
     buffer.done(buffer.peek(1, NOW))
@@ -101,7 +101,7 @@ def test_memory_drops_hits_older_than_max_age_and_counts_both_reasons() -> None:
     buffer.add([hit(1, NOW - 120), hit(2, NOW - 61)], NOW - 100)  # both still young then
     assert len(buffer) == 2
     drops = buffer.add([hit(n, NOW) for n in range(3, 8)], NOW)
-    assert drops.counts == {"expired": 2, "outage_bound": 2}
+    assert drops.counts == {DropReason.EXPIRED: 2, DropReason.OUTAGE_BOUND: 2}
     assert numbers(buffer.peek(10, NOW)) == [5, 6, 7]
 
 
@@ -113,7 +113,7 @@ def test_memory_keeps_a_hit_exactly_max_age_old() -> None:
 
 def test_memory_a_single_hit_over_max_bytes_is_dropped_not_kept_forever() -> None:
     buffer = MemoryBuffer(10, 50, 3600)
-    assert buffer.add([hit(1, size=80)], NOW).counts == {"outage_bound": 1}
+    assert buffer.add([hit(1, size=80)], NOW).counts == {DropReason.OUTAGE_BOUND: 1}
     assert len(buffer) == 0
     assert buffer.size_bytes == 0
 
@@ -173,7 +173,7 @@ def test_spool_drops_the_oldest_unclaimed_beyond_max_hits(tmp_path: Path) -> Non
     buffer = spool(tmp_path, max_hits=4)
     buffer.add([hit(n) for n in range(1, 4)], NOW)
     drops = buffer.add([hit(n) for n in range(4, 8)], NOW)
-    assert drops.counts == {"outage_bound": 3}
+    assert drops.counts == {DropReason.OUTAGE_BOUND: 3}
     assert numbers(buffer.peek(10, NOW)) == [4, 5, 6, 7]
     buffer.close()
 
@@ -183,7 +183,7 @@ def test_spool_never_drops_a_batch_in_flight(tmp_path: Path) -> None:
     buffer.add([hit(n) for n in range(1, 5)], NOW)
     in_flight = buffer.peek(2, NOW)
     drops = buffer.add([hit(5), hit(6)], NOW)
-    assert drops.counts == {"outage_bound": 2}
+    assert drops.counts == {DropReason.OUTAGE_BOUND: 2}
     assert numbers(in_flight) == [1, 2]
     buffer.done(in_flight)
     assert numbers(buffer.peek(10, NOW)) == [5, 6], "3 and 4 were the oldest unclaimed"
@@ -194,7 +194,7 @@ def test_spool_drops_expired_hits_and_counts_them(tmp_path: Path) -> None:
     buffer = spool(tmp_path, max_hits=3, max_age=60)
     buffer.add([hit(1, NOW - 120), hit(2, NOW - 30)], NOW - 100)
     drops = buffer.add([hit(n) for n in range(3, 6)], NOW)
-    assert drops.counts == {"expired": 1, "outage_bound": 1}
+    assert drops.counts == {DropReason.EXPIRED: 1, DropReason.OUTAGE_BOUND: 1}
     assert numbers(buffer.peek(10, NOW)) == [3, 4, 5]
     buffer.close()
 
@@ -235,8 +235,9 @@ def test_a_lease_expired_batch_can_be_dropped_by_the_bound(tmp_path: Path) -> No
     crashed, other = spool(tmp_path, max_hits=2, lease=5), spool(tmp_path, max_hits=2, lease=5)
     crashed.add([hit(1), hit(2)], NOW)
     crashed.peek(2, NOW)
-    assert other.add([hit(3)], NOW + 1).counts == {"outage_bound": 1}, "claimed and alive: the next oldest goes"
-    assert other.add([hit(4)], NOW + 10).counts == {"outage_bound": 1}, "lease expired: the oldest goes"
+    drops = other.add([hit(3)], NOW + 1)
+    assert drops.counts == {DropReason.OUTAGE_BOUND: 1}, "claimed and alive: the next oldest goes"
+    assert other.add([hit(4)], NOW + 10).counts == {DropReason.OUTAGE_BOUND: 1}, "lease expired: the oldest goes"
     assert numbers(other.peek(10, NOW + 10)) == [2, 4]
     other.close()
 

@@ -31,7 +31,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import SpanKind
 
-from otel_matomo import REQUEST_HEADERS, AnalyticsSampler, MatomoSpanProcessor, Settings, request_hook
+from otel_matomo import REQUEST_HEADERS, AnalyticsSampler, MatomoSpanProcessor, Settings, request_hook, tracking
+from otel_matomo import _delivery as delivery_module
 from tests.matomo_standin import WRITE_TOKEN, Behaviour, MatomoStandIn
 from tests.servers import serve_asgi, wait_until
 
@@ -40,6 +41,36 @@ UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 HOUR_NS = 3600 * 1_000_000_000
 
 Processors = Callable[..., MatomoSpanProcessor]
+
+
+class StepClock:
+    """A clock that moves only when the test says so: schedule delays and backoffs pass at once, never early."""
+
+    def __init__(self) -> None:
+        self._monotonic = time.monotonic()
+        self._time = time.time()
+        self._lock = threading.Lock()
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._monotonic += seconds
+            self._time += seconds
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._monotonic
+
+    def time(self) -> float:
+        with self._lock:
+            return self._time
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        """Until ``event`` is set or ``timeout`` seconds of this clock have passed (checked every 5 ms)."""
+        deadline = self.monotonic() + timeout
+        while not event.wait(0.005):
+            if self.monotonic() >= deadline:
+                return False
+        return True
 
 
 @pytest.fixture
@@ -53,12 +84,14 @@ def processors(standin: MatomoStandIn) -> Iterator[Processors]:
     """Build processors sending to the stand-in (fast schedule); every one is shut down after the test."""
     made: list[MatomoSpanProcessor] = []
 
-    def make(*, token: str | None = WRITE_TOKEN, **overrides: Any) -> MatomoSpanProcessor:
+    def make(
+        *, token: str | None = WRITE_TOKEN, clock: StepClock | None = None, **overrides: Any
+    ) -> MatomoSpanProcessor:
         options: dict[str, Any] = {"timeout": 5.0, "schedule_delay": 0.05, **overrides}
         settings = Settings.from_env(
             {}, endpoint=standin.url, site_id=1, token_auth=token, visitor_id_secret=SECRET, **options
         )
-        processor = MatomoSpanProcessor(settings=settings)
+        processor = MatomoSpanProcessor(settings=settings, _clock=clock)
         made.append(processor)
         return processor
 
@@ -130,16 +163,20 @@ def test_full_batches_go_at_once_and_the_rest_waits_for_the_schedule(
 ) -> None:
     # Spans are translated as they come (32 at a time), but Matomo gets full batches: a partial batch waits for
     # schedule_delay, so that hits per request stay high under load.
-    processor = processors(batch_size=40, schedule_delay=1.5)
+    clock = StepClock()
+    processor = processors(batch_size=40, schedule_delay=1.5, clock=clock)
     tracer = tracer_for(processor)
-    started = time.monotonic()
     for n in range(100):
         request_span(tracer, f"/page/{n}")
-    wait_until(lambda: len(standin.received) >= 2, "two full batches", timeout=1.0)
+    wait_until(lambda: len(standin.received) >= 2, "two full batches, with the clock standing still", timeout=2.0)
+    wait_until(lambda: not processor._queue and processor._waiting == 20, "the rest in the buffer")
     sizes = [len(received.body["requests"]) for received in standin.received]  # type: ignore[arg-type]
-    assert sizes == [40, 40]
-    assert time.monotonic() - started < 1.4, "full batches went before the schedule"
-    wait_until(lambda: len(standin.received) == 3, "the rest at schedule_delay", timeout=3.0)
+    assert sizes == [40, 40], "full batches went before the schedule; the rest waits for it"
+    clock.advance(1.4)
+    wait_until(lambda: processor._send_at - clock.monotonic() < 0.1, "a cycle after the step", timeout=2.0)
+    assert len(standin.received) == 2, "not before schedule_delay"
+    clock.advance(0.1)
+    wait_until(lambda: len(standin.received) == 3, "the rest at schedule_delay", timeout=2.0)
     assert len(standin.received[2].body["requests"]) == 20  # type: ignore[arg-type]
     assert paths(standin) == [f"/page/{n}" for n in range(100)]
 
@@ -272,7 +309,7 @@ def test_a_garbage_span_reaching_the_worker_is_counted_malformed(
     request_span(tracer_for(processor), "/fine")
     assert processor.force_flush(5000)
     assert paths(standin) == ["/fine"]
-    assert processor.stats.malformed_spans == 1
+    assert processor.stats.malformed == 1
     assert "could not translate" in logs.text
 
 
@@ -292,10 +329,9 @@ def test_the_worker_survives_its_own_exceptions(
 
     processor._send_buffer = failing_once  # type: ignore[method-assign]
     request_span(tracer, "/kept-through-the-bug")
-    wait_until(lambda: failures, "the worker met the bug")
-    time.sleep(0.1)
+    wait_until(lambda: "otel-matomo worker failed" in logs.text, "the worker met the bug and logged it")
+    assert failures
     assert processor._worker.is_alive()
-    assert "otel-matomo worker failed" in logs.text
     request_span(tracer, "/after-the-bug")
     assert processor.force_flush(5000)
     # The bug hit between buffering and sending: the buffered hit is sent on the next cycle, nothing is lost.
@@ -311,17 +347,23 @@ def test_a_start_tracked_span_that_cannot_be_read_does_not_stop_the_worker(
 
         class context:  # the attribute the SDK span has
             span_id = 0xABC
+            trace_id = 0xDEF
 
         def _readable_span(self) -> Any:
             raise RuntimeError("cannot snapshot")
 
-    processor = processors()
-    processor.on_start(Unreadable())  # type: ignore[arg-type]
-    time.sleep(0.4)
+    clock = StepClock()
+    processor = processors(clock=clock)
+    unreadable = Unreadable()
+    processor.on_start(unreadable)  # type: ignore[arg-type]
+    clock.advance(0.3)  # past the delay before a start-tracked span is read
+    wait_until(lambda: "otel-matomo worker failed" in logs.text, "the worker tried to read the span")
+    assert "otel-matomo failed in on_start" not in logs.text, "on_start took the span"
     assert processor._worker.is_alive()
     request_span(tracer_for(processor), "/still-working")
     assert processor.force_flush(5000)
     assert paths(standin) == ["/still-working"]
+    tracking.unregister(unreadable)  # type: ignore[arg-type]  # it never ends: the registry must not keep it
 
 
 def test_hits_lost_to_a_failing_spool_are_counted(processors: Processors, standin: MatomoStandIn) -> None:
@@ -344,6 +386,27 @@ def test_hits_lost_to_a_failing_spool_are_counted(processors: Processors, standi
     stats = processor.stats
     assert stats.requests == 2
     assert stats.tracked + stats.lost + stats.outage_bound + stats.expired == 2
+
+
+def test_after_a_failure_the_worker_waits_for_the_backoff_then_sends(
+    processors: Processors, standin: MatomoStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delivery_module, "backoff", lambda attempt: 10.0)
+    clock = StepClock()
+    processor = processors(schedule_delay=1.0, clock=clock)
+    standin.stop()
+    request_span(tracer_for(processor), "/kept")
+    clock.advance(1.0)
+    wait_until(lambda: processor._failures == 1, "the first attempt failed")
+    standin.start()
+    clock.advance(5.0)  # schedule delays pass, the backoff does not
+    wait_until(lambda: processor._send_at > clock.monotonic(), "a cycle within the backoff")
+    assert standin.received == []
+    assert processor._waiting == 1
+    clock.advance(5.0)
+    wait_until(lambda: paths(standin) == ["/kept"], "sent once the backoff passed")
+    assert processor._failures == 0
+    assert processor.stats.lost == 0
 
 
 # Flush and shutdown keep their timeouts.
@@ -428,7 +491,7 @@ def test_shutdown_with_matomo_down_is_bounded_and_counts_the_loss(
     standin.stop()
     for n in range(10):
         request_span(tracer, f"/page/{n}")
-    time.sleep(0.3)  # they are in the buffer, the worker backs off
+    wait_until(lambda: processor._failures >= 1 and processor._waiting == 10, "in the buffer, the worker backs off")
     started = time.monotonic()
     processor.shutdown(timeout_millis=1000)
     elapsed = time.monotonic() - started
@@ -464,7 +527,7 @@ def test_shutdown_with_a_spool_keeps_the_hits_for_the_next_process(
     start_ns = time.time_ns() - HOUR_NS
     for n in range(4):
         request_span(tracer, f"/spooled/{n}", start_ns=start_ns + n * 1_000_000)
-    time.sleep(0.3)
+    wait_until(lambda: first._failures >= 1 and first._waiting == 4, "spooled, the worker backs off")
     first.shutdown(1000)
     assert first.stats.lost == 0, "spooled hits are not lost"
     standin.start()

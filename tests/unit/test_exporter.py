@@ -238,7 +238,7 @@ def test_span_that_cannot_be_translated_is_skipped_and_counted(
     spans = record_spans(server("/before", 0), server("/boom", 1), server("/after", 2))
     assert exporter.export(spans) is SpanExportResult.SUCCESS
     assert [hit["url"] for hit in standin.tracked] == ["https://shop.example/before", "https://shop.example/after"]
-    assert exporter.stats == ExportStats(requests=2, malformed_spans=1, tracked=2, batches=1)
+    assert exporter.stats == ExportStats(requests=2, malformed=1, tracked=2, batches=1)
     [warning] = [r for r in logs.records if "could not translate" in r.getMessage()]
     assert "GET '/boom'" in warning.getMessage()
     assert warning.exc_info is not None
@@ -262,7 +262,7 @@ def test_export_never_raises_when_the_transport_fails_unexpectedly(
     def broken_send(hits: Sequence[dict[str, str]]) -> None:
         raise RuntimeError("unexpected")
 
-    monkeypatch.setattr(exporter._pipeline._transport, "send", broken_send)
+    monkeypatch.setattr(exporter._pipeline._sender, "send", broken_send)
     assert exporter.export(mixed_spans()) is SpanExportResult.FAILURE
     [error] = [r for r in logs.records if r.levelno >= logging.ERROR]
     assert "lost 3 hits to an unexpected error" in error.getMessage()
@@ -279,7 +279,7 @@ def test_hits_of_a_batch_that_failed_unexpectedly_are_counted_lost(
     def broken_send(hits: Sequence[dict[str, str]]) -> None:
         raise RuntimeError("unexpected")
 
-    monkeypatch.setattr(exporter._pipeline._transport, "send", broken_send)
+    monkeypatch.setattr(exporter._pipeline._sender, "send", broken_send)
     exporter.export(mixed_spans())
     stats = exporter.stats
     assert stats.requests == 3

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_matomo._settings import ConfigurationError
+from otel_matomo._options import ConfigurationError
 from otel_matomo.gateway._config import GatewayConfig, matomo_settings
 
 TOKEN = "s3cret-token-0123456789"

@@ -175,7 +175,7 @@ def pipeline() -> Iterator[Pipeline]:
 
 
 def hits_for(pipeline: Pipeline, name: str, attributes: dict[str, Any], service: str = "shop") -> list[Hit]:
-    return pipeline.translate(decode(otlp_json(name, attributes, service), Encoding.JSON).spans, http_request_of)
+    return pipeline.translate(decode(otlp_json(name, attributes, service), Encoding.JSON).spans, http_request_of).hits
 
 
 def expected(route: str | None, *, query: str = "color=red", headers: bool = True) -> Hit:

@@ -19,11 +19,12 @@ from opentelemetry.trace import SpanKind
 from otel_matomo import _names as names
 from otel_matomo import tracking
 from otel_matomo._hits import request_hits
+from otel_matomo._options import ConfigurationError
 from otel_matomo._pipeline import Pipeline
-from otel_matomo._policy import Skip, skip_reason
+from otel_matomo._policy import skip_reason
 from otel_matomo._request import http_request_from_span_data
-from otel_matomo._settings import ConfigurationError, Settings
-from otel_matomo._types import AppTracking, HttpRequest, SpanEvent, TrackedFact
+from otel_matomo._settings import Settings
+from otel_matomo._types import AppTracking, DropReason, HttpRequest, SpanEvent, TrackedFact
 from otel_matomo._visitor import visitor_id
 from otel_matomo.exporter import MatomoSpanExporter
 from otel_matomo.tracking import EcommerceItem
@@ -408,9 +409,9 @@ def test_skip_tracking_sends_nothing_and_counts_skipped(caplog: pytest.LogCaptur
 
 def test_skip_wins_over_every_other_reason() -> None:
     built = request(**{"matomo.skip": True, "http.request.header.sec_gpc": ("1",), "http.request.method": "OPTIONS"})
-    assert skip_reason(built, settings()) is Skip.SKIPPED
+    assert skip_reason(built, settings()) is DropReason.SKIPPED
     pipeline = Pipeline(Settings.from_env({}, dry_run=True, visitor_id_secret=SECRET))
-    assert pipeline.translate([built], lambda record: record) == []
+    assert pipeline.translate([built], lambda record: record).hits == []
     assert pipeline.stats.skipped == 1
     assert pipeline.stats.requests == 0
 

@@ -7,7 +7,7 @@ import pytest
 
 from otel_matomo._instrumentation import header_capture, header_capture_messages, semconv_mode
 from otel_matomo._names import CAPTURE_ENV, REQUEST_HEADERS, SANITIZE_ENV
-from otel_matomo._settings import ConfigurationError
+from otel_matomo._options import ConfigurationError
 
 
 def test_nothing_configured() -> None:

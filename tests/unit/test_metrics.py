@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +21,8 @@ from opentelemetry.sdk.metrics.export import (
 
 from otel_matomo import _metrics as metrics_module
 from otel_matomo._metrics import DROP_REASONS, METER_NAME, PipelineMetrics
-from otel_matomo._policy import Skip
-from otel_matomo._transport import Outcome
+from otel_matomo._sending import Outcome
+from otel_matomo._types import DropReason, ExportStats
 
 
 @pytest.fixture(autouse=True)
@@ -96,10 +99,10 @@ def test_counters_have_names_units_descriptions_and_values(
 
 
 def test_dropped_by_reason(instruments: PipelineMetrics, reader: InMemoryMetricReader) -> None:
-    instruments.hits_dropped("queue_full", 4)
-    instruments.hits_dropped(Skip.OPTED_OUT)
-    instruments.hits_dropped(Skip.OPTED_OUT, 2)
-    instruments.hits_dropped("outage_bound", 10)
+    instruments.hits_dropped(DropReason.QUEUE_FULL, 4)
+    instruments.hits_dropped(DropReason.OPTED_OUT)
+    instruments.hits_dropped(DropReason.OPTED_OUT, 2)
+    instruments.hits_dropped(DropReason.OUTAGE_BOUND, 10)
 
     metric = collect(reader)["otel_matomo.hits.dropped"]
 
@@ -111,8 +114,19 @@ def test_dropped_by_reason(instruments: PipelineMetrics, reader: InMemoryMetricR
     }
 
 
-def test_every_skip_reason_is_a_documented_drop_reason() -> None:
-    assert {reason.value for reason in Skip} <= set(DROP_REASONS)
+_COUNTERS_THAT_ARE_NO_DROP = {"requests", "tracked", "invalid", "batches"}
+
+
+def test_one_vocabulary_for_drops_the_enum_the_stats_the_metric_and_the_readme() -> None:
+    values = [reason.value for reason in DropReason]
+    fields = [field.name for field in dataclasses.fields(ExportStats)]
+    drop_fields = [name for name in fields if name not in _COUNTERS_THAT_ARE_NO_DROP]
+    assert sorted(values) == sorted(drop_fields), "each DropReason value is the ExportStats field that counts it"
+    assert len(set(values)) == len(values)
+    assert tuple(values) == DROP_REASONS, "the metric's reasons are the enum's, in its order"
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `otel_matomo.hits.dropped`")]
+    assert re.findall(r"`(\w+)`", row.rpartition("`reason`:")[2]) == values, "the README lists the same reasons"
 
 
 def test_export_duration_histogram(instruments: PipelineMetrics, reader: InMemoryMetricReader) -> None:

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from otel_matomo._policy import Skip, client_ip, forwarded_origin, is_event, mask_ip, redact_url, skip_reason
+from otel_matomo._policy import client_ip, forwarded_origin, is_event, mask_ip, redact_url, skip_reason
 from otel_matomo._request import http_request_from_span_data
 from otel_matomo._settings import DEFAULT_REDACTED_PARAMS, DEFAULT_TRUSTED_PROXIES, Settings
-from otel_matomo._types import HttpRequest
+from otel_matomo._types import DropReason, HttpRequest
 
 LOOPBACK = DEFAULT_TRUSTED_PROXIES
 CLIENT = "203.0.113.9"
@@ -427,17 +427,17 @@ def test_an_ordinary_page_view_is_not_skipped() -> None:
 
 
 def test_options_is_excluded_by_default_and_configurable() -> None:
-    assert skip_reason(request(method="OPTIONS"), DEFAULTS) is Skip.EXCLUDED
+    assert skip_reason(request(method="OPTIONS"), DEFAULTS) is DropReason.EXCLUDED
     assert skip_reason(request(method="OPTIONS"), settings(exclude_methods=[])) is None
     custom = settings(exclude_methods=["head", "TRACE"])
-    assert skip_reason(request(method="HEAD"), custom) is Skip.EXCLUDED
-    assert skip_reason(request(method="TRACE"), custom) is Skip.EXCLUDED
+    assert skip_reason(request(method="HEAD"), custom) is DropReason.EXCLUDED
+    assert skip_reason(request(method="TRACE"), custom) is DropReason.EXCLUDED
     assert skip_reason(request(method="OPTIONS"), custom) is None
 
 
 @pytest.mark.parametrize("path", ["/health", "/healthz", "/livez", "/readyz", "/metrics", "/robots.txt"])
 def test_health_and_metrics_endpoints_are_excluded(path: str) -> None:
-    assert skip_reason(request(path=path), DEFAULTS) is Skip.EXCLUDED
+    assert skip_reason(request(path=path), DEFAULTS) is DropReason.EXCLUDED
     assert skip_reason(request(path=path), settings(exclude_paths=[])) is None
 
 
@@ -446,8 +446,8 @@ def test_path_patterns_are_exact_globs() -> None:
     assert skip_reason(request(path="/healthcare"), DEFAULTS) is None
     assert skip_reason(request(path="/health/live"), DEFAULTS) is None
     custom = settings(exclude_paths=["/internal/*", "*/ping"])
-    assert skip_reason(request(path="/internal/a/b"), custom) is Skip.EXCLUDED
-    assert skip_reason(request(path="/x/ping"), custom) is Skip.EXCLUDED
+    assert skip_reason(request(path="/internal/a/b"), custom) is DropReason.EXCLUDED
+    assert skip_reason(request(path="/x/ping"), custom) is DropReason.EXCLUDED
     assert skip_reason(request(path="/internally"), custom) is None
     assert skip_reason(request(path="/healthz"), custom) is None  # the list replaces the defaults
 
@@ -456,7 +456,7 @@ def test_path_patterns_are_exact_globs() -> None:
     "path", ["/static/site.css", "/app.js", "/img/logo.PNG", "/fonts/a.woff2", "/favicon.ico", "/app.js.map"]
 )
 def test_static_assets_are_excluded_by_extension(path: str) -> None:
-    assert skip_reason(request(path=path), DEFAULTS) is Skip.EXCLUDED
+    assert skip_reason(request(path=path), DEFAULTS) is DropReason.EXCLUDED
 
 
 @pytest.mark.parametrize("path", ["/report.pdf", "/items/7", "/v1.2/users", "/css/", "/page.html", "/js"])
@@ -466,17 +466,17 @@ def test_other_paths_are_pages(path: str) -> None:
 
 def test_extensions_are_configurable() -> None:
     custom = settings(exclude_extensions=[".PDF", "txt"])
-    assert skip_reason(request(path="/report.pdf"), custom) is Skip.EXCLUDED
-    assert skip_reason(request(path="/notes.TXT"), custom) is Skip.EXCLUDED
+    assert skip_reason(request(path="/report.pdf"), custom) is DropReason.EXCLUDED
+    assert skip_reason(request(path="/notes.TXT"), custom) is DropReason.EXCLUDED
     assert skip_reason(request(path="/site.css"), custom) is None
     assert skip_reason(request(path="/site.css"), settings(exclude_extensions=[])) is None
 
 
 def test_status_codes_and_classes() -> None:
     custom = settings(exclude_status=["404", "5xx"])
-    assert skip_reason(request(status=404), custom) is Skip.EXCLUDED
-    assert skip_reason(request(status=500), custom) is Skip.EXCLUDED
-    assert skip_reason(request(status=599), custom) is Skip.EXCLUDED
+    assert skip_reason(request(status=404), custom) is DropReason.EXCLUDED
+    assert skip_reason(request(status=500), custom) is DropReason.EXCLUDED
+    assert skip_reason(request(status=599), custom) is DropReason.EXCLUDED
     assert skip_reason(request(status=403), custom) is None
     assert skip_reason(request(status=200), custom) is None
     assert skip_reason(request(status=None), custom) is None
@@ -485,8 +485,8 @@ def test_status_codes_and_classes() -> None:
 
 @pytest.mark.parametrize(("header", "option"), [("sec-gpc", "honor_gpc"), ("dnt", "honor_dnt")])
 def test_privacy_signals_are_honoured_by_default(header: str, option: str) -> None:
-    assert skip_reason(request(headers={header: "1"}), DEFAULTS) is Skip.OPTED_OUT
-    assert skip_reason(request(headers={header: " 1 "}), DEFAULTS) is Skip.OPTED_OUT
+    assert skip_reason(request(headers={header: "1"}), DEFAULTS) is DropReason.OPTED_OUT
+    assert skip_reason(request(headers={header: " 1 "}), DEFAULTS) is DropReason.OPTED_OUT
     assert skip_reason(request(headers={header: "0"}), DEFAULTS) is None
     assert skip_reason(request(headers={header: "yes"}), DEFAULTS) is None
     assert skip_reason(request(headers={header: "1"}), settings(**{option: False})) is None
@@ -494,21 +494,21 @@ def test_privacy_signals_are_honoured_by_default(header: str, option: str) -> No
 
 def test_gpc_and_dnt_are_independent_switches() -> None:
     only_gpc = settings(honor_dnt=False)
-    assert skip_reason(request(headers={"sec-gpc": "1"}), only_gpc) is Skip.OPTED_OUT
+    assert skip_reason(request(headers={"sec-gpc": "1"}), only_gpc) is DropReason.OPTED_OUT
     assert skip_reason(request(headers={"dnt": "1"}), only_gpc) is None
     only_dnt = settings(honor_gpc=False)
-    assert skip_reason(request(headers={"dnt": "1"}), only_dnt) is Skip.OPTED_OUT
+    assert skip_reason(request(headers={"dnt": "1"}), only_dnt) is DropReason.OPTED_OUT
     assert skip_reason(request(headers={"sec-gpc": "1"}), only_dnt) is None
 
 
 def test_an_excluded_request_is_counted_as_excluded_even_when_opted_out() -> None:
-    assert skip_reason(request(path="/healthz", headers={"sec-gpc": "1"}), DEFAULTS) is Skip.EXCLUDED
+    assert skip_reason(request(path="/healthz", headers={"sec-gpc": "1"}), DEFAULTS) is DropReason.EXCLUDED
 
 
 @pytest.mark.parametrize("kind", ["bot", "test"])
 def test_synthetic_clients_are_skipped_only_when_asked(kind: str) -> None:
     assert skip_reason(request(synthetic_type=kind), DEFAULTS) is None
-    assert skip_reason(request(synthetic_type=kind), settings(skip_synthetic=True)) is Skip.SYNTHETIC
+    assert skip_reason(request(synthetic_type=kind), settings(skip_synthetic=True)) is DropReason.SYNTHETIC
     assert skip_reason(request(synthetic_type="other"), settings(skip_synthetic=True)) is None
     assert skip_reason(request(), settings(skip_synthetic=True)) is None
 
@@ -554,7 +554,7 @@ def test_credentials_are_redacted_from_long_queries(padding: int) -> None:
 @pytest.mark.parametrize("padding", [0, 600])
 def test_excluded_paths_are_found_in_long_paths(padding: int) -> None:
     for _ in range(2):
-        assert skip_reason(request(path=f"/static/{'a' * padding}.css"), DEFAULTS) is Skip.EXCLUDED
+        assert skip_reason(request(path=f"/static/{'a' * padding}.css"), DEFAULTS) is DropReason.EXCLUDED
         assert skip_reason(request(path=f"/items/{'a' * padding}"), DEFAULTS) is None
 
 

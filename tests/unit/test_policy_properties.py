@@ -17,13 +17,13 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, event, given, settings
 from hypothesis import strategies as st
 
+from otel_matomo._bulk import encode_bulk
 from otel_matomo._hits import request_hit
 from otel_matomo._pipeline import Pipeline
-from otel_matomo._policy import Skip, client_ip, redact_url, skip_reason
+from otel_matomo._policy import client_ip, redact_url, skip_reason
 from otel_matomo._request import http_request_from_span_data
 from otel_matomo._settings import DEFAULT_REDACTED_PARAMS, Settings
-from otel_matomo._transport import encode_bulk
-from otel_matomo._types import HttpRequest
+from otel_matomo._types import DropReason, HttpRequest
 from otel_matomo.autoconfig import REQUEST_HEADERS
 
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -193,7 +193,7 @@ def test_any_span_becomes_a_valid_hit_or_a_skip(
     reason = skip_reason(request, chosen)
     event("outcome", str(reason))
     if reason is not None:
-        assert isinstance(reason, Skip)
+        assert isinstance(reason, DropReason)
         return
     _assert_valid_hit(request_hit(request, chosen), chosen)
 
@@ -227,7 +227,7 @@ def test_any_header_values_give_a_valid_hit_or_a_skip(
             assert hit["cip"] == address
     else:
         signalled = {headers.get("sec-gpc", "").strip(), headers.get("dnt", "").strip()}
-        assert reason is Skip.OPTED_OUT
+        assert reason is DropReason.OPTED_OUT
         assert "1" in signalled
 
 
@@ -300,16 +300,20 @@ def test_the_pipeline_accounts_for_every_request(
 ) -> None:
     batch = http_records + other_records
     rng.shuffle(batch)
-    pipeline = Pipeline(chosen, transport=None) if chosen.dry_run else Pipeline(chosen, transport=_NoTransport())
-    hits = pipeline.translate(batch, _read)
+    pipeline = Pipeline(chosen) if chosen.dry_run else Pipeline(chosen, sender=_NoSender())
+    translation = pipeline.translate(batch, _read)
+    hits = translation.hits
     stats = pipeline.stats
+    assert translation.requests == stats.requests
+    assert {reason: getattr(stats, reason.value) for reason in translation.dropped} == translation.dropped
+    assert sum(translation.dropped.values()) == sum(getattr(stats, reason.value) for reason in DropReason)
     # Spans without tracking events: one hit per tracked request.
     skipped = stats.excluded + stats.opted_out + stats.synthetic + getattr(stats, "skipped", 0)
-    assert len(hits) + skipped + stats.malformed_spans == len(http_records)
+    assert len(hits) + skipped + stats.malformed == len(http_records)
     assert stats.tracked == stats.lost == stats.invalid == 0  # translation alone sends nothing
     event("has hits", bool(hits))
     event("has skips", bool(skipped))
-    event("has malformed", bool(stats.malformed_spans))
+    event("has malformed", bool(stats.malformed))
     for hit in hits:
         assert all(isinstance(value, str) for value in hit.values())
         assert HEX16.fullmatch(hit["cid"])
@@ -317,10 +321,12 @@ def test_the_pipeline_accounts_for_every_request(
     assert starts == sorted(starts)
 
 
-class _NoTransport:
+class _NoSender:
     """Never used: translate does not send."""
 
-    def send(self, hits: Any) -> Any:
+    reaches_matomo = True
+
+    def send(self, hits: Any, *, retry: bool = True) -> Any:
         raise AssertionError("translate must not send")
 
     def close(self) -> None:
@@ -358,7 +364,7 @@ def test_a_hash_in_the_path_or_host_cannot_smuggle_a_credential(path_text: str, 
 def test_a_lone_surrogate_cannot_make_a_batch_undeliverable() -> None:
     good = ("GET /", {"http.request.method": "GET", "url.path": "/a", "user_agent.original": "curl/8"}, NOW_NS, 0, 1)
     bad = ("GET /", {"http.request.method": "GET", "url.path": "/b", "user_agent.original": "x\ud800"}, NOW_NS, 0, 2)
-    pipeline = Pipeline(SETTINGS[0], transport=_NoTransport())  # type: ignore[arg-type]
-    hits = pipeline.translate([good, bad], _read)
-    assert pipeline.stats.malformed_spans + len(hits) == 2
+    pipeline = Pipeline(SETTINGS[0], sender=_NoSender())
+    hits = pipeline.translate([good, bad], _read).hits
+    assert pipeline.stats.malformed + len(hits) == 2
     encode_bulk(hits, TOKEN)

@@ -11,7 +11,8 @@ import logging
 
 import pytest
 
-from otel_matomo._settings import ConfigurationError, Settings, read_flag
+from otel_matomo._options import ConfigurationError
+from otel_matomo._settings import Settings, read_flag
 
 TOKEN = "0123456789abcdefFEDCBA9876543210"
 SECRET = "a-visitor-id-secret-of-some-length"
@@ -402,7 +403,7 @@ def test_trusted_proxies_hash_once_and_still_compare_as_a_tuple() -> None:
     # They key the policy's caches; ipaddress networks hash in Python code on every call otherwise.
     import ipaddress
 
-    from otel_matomo._settings import Networks
+    from otel_matomo._kinds import Networks
 
     trusted = Settings.from_env({}, dry_run=True, trusted_proxies=["10.0.0.0/8", "::1"]).trusted_proxies
     assert isinstance(trusted, Networks)

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from otel_matomo._options import ConfigurationError
 from otel_matomo._settings import (
     DEFAULT_EXCLUDED_EXTENSIONS,
     DEFAULT_EXCLUDED_PATHS,
     DEFAULT_REDACTED_PARAMS,
-    ConfigurationError,
     Settings,
 )
 

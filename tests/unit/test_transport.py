@@ -1,4 +1,4 @@
-"""Bulk encoding, Matomo's answers, and ``Transport`` against the local ``matomo.php`` stand-in over loopback."""
+"""Bulk encoding, Matomo's answers, and ``HttpSender`` against the local ``matomo.php`` stand-in over loopback."""
 
 from __future__ import annotations
 
@@ -13,15 +13,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from otel_matomo import _transport as transport_module
-from otel_matomo._settings import Settings
-from otel_matomo._transport import (
+from otel_matomo._bulk import (
     BulkAnswer,
+    Decision,
     MalformedAnswer,
-    Outcome,
-    Transport,
+    Refusal,
+    Verdict,
     encode_bulk,
+    judge,
     parse_bulk_answer,
+    parse_retry_after,
 )
+from otel_matomo._sending import Outcome
+from otel_matomo._settings import Settings
+from otel_matomo._transport import HttpSender
 from otel_matomo._types import Hit
 from tests.matomo_standin import (
     SECURE_ONLY_TOKEN,
@@ -46,11 +51,11 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
-def make_transport(standin: MatomoStandIn, token: str | None = WRITE_TOKEN, timeout: float = 2.0) -> Transport:
+def make_transport(standin: MatomoStandIn, token: str | None = WRITE_TOKEN, timeout: float = 2.0) -> HttpSender:
     settings = Settings.from_env(
         {}, endpoint=standin.url, site_id=1, token_auth=token, timeout=timeout, visitor_id_secret=SECRET
     )
-    return Transport(settings)
+    return HttpSender(settings)
 
 
 def hit(n: int = 0, site: int = 1) -> Hit:
@@ -128,8 +133,8 @@ def test_encode_bulk_keeps_order() -> None:
 
 
 def _dumped_body(hits: list[Hit], token_auth: str | None) -> bytes:
-    """The bulk body as json.dumps writes it (encode_bulk writes it itself when no character needs an escape)."""
-    from otel_matomo._transport import _query
+    """The bulk body as json.dumps writes it, with the items as urlencode writes them."""
+    from otel_matomo._bulk import _query
 
     body: dict[str, object] = {"requests": ["?" + _query(hit) for hit in hits]}
     if token_auth is not None:
@@ -201,7 +206,76 @@ def test_parse_malformed(body: bytes) -> None:
         parse_bulk_answer(body)
 
 
-# --- Transport against the stand-in --------------------------------------------------------------------------------
+# --- judge: Matomo's answer rules, without a network ------------------------------------------------------------
+
+OK = b'{"status":"success","tracked":3,"invalid":0}'
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "token_sent", "expected"),
+    [
+        pytest.param(200, OK, True, Verdict(Decision.DELIVERED, tracked=3), id="delivered"),
+        pytest.param(
+            200,
+            b'{"tracked":2,"invalid":1,"invalid_indices":[1]}',
+            True,
+            Verdict(Decision.PARTIAL, tracked=2, invalid=1, refusal=Refusal.INVALID, invalid_indices=(1,)),
+            id="partial",
+        ),
+        pytest.param(
+            200,
+            b'{"tracked":0,"invalid":3,"invalid_indices":[0,1,2]}',
+            True,
+            Verdict(Decision.REJECTED, invalid=3, refusal=Refusal.SITE),
+            id="superuser-all-refused-is-the-site",
+        ),
+        pytest.param(
+            200,
+            b'{"tracked":0,"invalid":3}',
+            True,
+            Verdict(Decision.REJECTED, invalid=3, refusal=Refusal.SECURE_ONLY),
+            id="token-all-refused-is-the-token",
+        ),
+        pytest.param(
+            200,
+            b'{"tracked":0,"invalid":3}',
+            False,
+            Verdict(Decision.REJECTED, invalid=3, refusal=Refusal.INVALID),
+            id="no-token-all-refused-is-validation",
+        ),
+        pytest.param(
+            200,
+            b'{"tracked":0,"invalid":1}',
+            True,
+            Verdict(Decision.REJECTED, invalid=1, refusal=Refusal.INVALID),
+            id="some-refused-none-tracked",
+        ),
+        pytest.param(
+            200,
+            b"<html>",
+            True,
+            Verdict(Decision.REJECTED, invalid=3, refusal=Refusal.MALFORMED, malformed="not JSON"),
+            id="malformed",
+        ),
+        pytest.param(403, OK, True, Verdict(Decision.REJECTED, invalid=3, refusal=Refusal.STATUS), id="403"),
+        pytest.param(500, OK, True, Verdict(Decision.RETRY), id="500-rolled-back-whatever-the-body-says"),
+        pytest.param(429, b"", True, Verdict(Decision.RETRY), id="429"),
+    ],
+)
+def test_judge(status: int, body: bytes, token_sent: bool, expected: Verdict) -> None:
+    assert judge(status, body, count=3, token_sent=token_sent) == expected
+
+
+def test_judge_reads_retry_after_as_seconds_or_a_date() -> None:
+    assert judge(503, b"", count=1, token_sent=False, retry_after="7").retry_after == 7.0
+    date = "Wed, 21 Oct 2015 07:28:30 GMT"
+    assert judge(429, b"", count=1, token_sent=False, retry_after=date, now=1445412500.0).retry_after == 10.0
+    assert parse_retry_after(date, now=1445412600.0) == 0.0, "a date in the past: no wait"
+    assert parse_retry_after("soon", now=0.0) is None
+    assert parse_retry_after(None, now=0.0) is None
+
+
+# --- HttpSender against the stand-in -------------------------------------------------------------------------------
 
 
 def test_delivered(standin: MatomoStandIn, logs: pytest.LogCaptureFixture) -> None:
@@ -287,7 +361,7 @@ def test_wrong_path_404_is_rejected_without_retry(
     settings = Settings.from_env(
         {}, endpoint=standin.url + "/index.php", site_id=1, token_auth=WRITE_TOKEN, visitor_id_secret=SECRET
     )
-    result = Transport(settings).send([hit()])
+    result = HttpSender(settings).send([hit()])
     assert result.outcome is Outcome.REJECTED
     assert len(standin.received) == 1
     [error] = errors(logs)
@@ -484,14 +558,14 @@ def test_repeated_failures_are_logged_rate_limited(
 
 def test_transport_needs_an_endpoint() -> None:
     with pytest.raises(ValueError, match="endpoint"):
-        Transport(Settings.from_env({}, dry_run=True))
+        HttpSender(Settings.from_env({}, dry_run=True))
 
 
 @given(st.dictionaries(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1), st.text()))
 def test_the_fast_query_encoding_is_urlencode_byte_for_byte(hit: dict[str, str]) -> None:
     from urllib.parse import urlencode
 
-    from otel_matomo._transport import _query
+    from otel_matomo._bulk import _query
 
     assert _query(hit) == urlencode(hit, errors="replace")
 
@@ -501,7 +575,7 @@ def test_the_fast_query_encoding_matches_urlencode_past_the_cached_length(length
     # Values up to 512 characters are quoted once and cached; longer ones every time: both give urlencode's bytes.
     from urllib.parse import urlencode
 
-    from otel_matomo._transport import _query
+    from otel_matomo._bulk import _query
 
     for value in ("a b&c=d/é" * length)[:length], ("x" * length), ("%" * length):
         hit = {"url": value, "ua": value, "rand": "00ff"}
@@ -509,7 +583,7 @@ def test_the_fast_query_encoding_matches_urlencode_past_the_cached_length(length
         assert _query(hit) == urlencode(hit, errors="replace")  # the second time from the cache
 
 
-def _ssl_context(transport: Transport) -> object:
+def _ssl_context(transport: HttpSender) -> object:
     return transport._client._transport._pool._ssl_context  # type: ignore[attr-defined]
 
 
@@ -517,7 +591,7 @@ def test_an_https_endpoint_verifies_certificates() -> None:
     import ssl
 
     settings = Settings.from_env({}, endpoint="https://matomo.example", site_id=1, token_auth=WRITE_TOKEN)
-    context = _ssl_context(Transport(settings))
+    context = _ssl_context(HttpSender(settings))
     assert isinstance(context, ssl.SSLContext)
     assert context.verify_mode is ssl.CERT_REQUIRED
     assert context.check_hostname
@@ -528,7 +602,7 @@ def test_a_plain_http_endpoint_loads_no_certificate_store() -> None:
     import ssl
 
     settings = Settings.from_env({}, endpoint="http://127.0.0.1:8765", site_id=1, token_auth=WRITE_TOKEN)
-    context = _ssl_context(Transport(settings))
+    context = _ssl_context(HttpSender(settings))
     assert isinstance(context, ssl.SSLContext)
     assert context.cert_store_stats()["x509_ca"] == 0
-    assert not Transport(settings)._client.follow_redirects
+    assert not HttpSender(settings)._client.follow_redirects
