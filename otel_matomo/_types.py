@@ -138,33 +138,22 @@ class DropReason(enum.Enum):
 
 @dataclass
 class ExportStats:
-    """Running totals since start; every hit that does not reach Matomo is in one of them. Each
-    :class:`DropReason` value names the field that counts it; ``requests``, ``tracked``, ``invalid`` and
-    ``batches`` are the only other fields."""
+    """Running totals since start; every hit that does not reach Matomo is in one of them.
 
-    requests: int = 0
-    """HTTP server requests turned into hits."""
-    malformed: int = 0
-    """Server spans that could not be translated (logged)."""
-    excluded: int = 0
-    """Requests excluded by path, extension, method or status (health checks, static files, OPTIONS ...)."""
-    opted_out: int = 0
-    """Requests whose visitor sent Sec-GPC: 1 or DNT: 1."""
-    synthetic: int = 0
-    """Requests from clients the instrumentation marked as bots or tests (with ``skip_synthetic``)."""
-    skipped: int = 0
-    """Requests the application asked not to track (``skip_tracking()``)."""
-    tracked: int = 0
-    """Hits Matomo confirmed."""
-    invalid: int = 0
-    """Hits Matomo refused for good (validation errors, bad token)."""
-    lost: int = 0
-    """Hits not delivered: Matomo unreachable until the deadline, shut down while retrying, or a failure."""
+    Besides the four totals below, one field per :class:`DropReason`, named by its value and documented there,
+    so that the reasons have one vocabulary.
+    """
+
+    requests: int = 0  # HTTP server requests turned into hits
+    tracked: int = 0  # hits Matomo confirmed
+    invalid: int = 0  # hits Matomo refused for good (validation errors, bad token)
+    batches: int = 0  # bulk requests that Matomo answered or that were given up
     queue_full: int = 0
-    """Finished spans the span processor dropped because its queue was full."""
+    excluded: int = 0
+    opted_out: int = 0
+    synthetic: int = 0
+    skipped: int = 0
     outage_bound: int = 0
-    """Hits dropped, oldest first, because too many waited for an unreachable Matomo."""
     expired: int = 0
-    """Hits dropped because they waited longer than the buffer's maximum age."""
-    batches: int = 0
-    """Bulk requests that Matomo answered or that were given up."""
+    malformed: int = 0
+    lost: int = 0
