@@ -1,10 +1,16 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from tests.matomo_standin import MatomoStandIn
+from otel_matomo import MatomoSpanProcessor, Settings
+from otel_matomo._clock import Clock
+from tests.factories import SECRET
+from tests.matomo_standin import WRITE_TOKEN, Behaviour, MatomoStandIn
+
+Processors = Callable[..., MatomoSpanProcessor]
 
 
 @pytest.fixture
@@ -13,3 +19,23 @@ def standin() -> Iterator[MatomoStandIn]:
     server = MatomoStandIn().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def processors(standin: MatomoStandIn) -> Iterator[Processors]:
+    """Build processors sending to the stand-in (fast schedule); every one is shut down after the test."""
+    made: list[MatomoSpanProcessor] = []
+
+    def make(*, token: str | None = WRITE_TOKEN, clock: Clock | None = None, **overrides: Any) -> MatomoSpanProcessor:
+        options: dict[str, Any] = {"timeout": 5.0, "schedule_delay": 0.05, **overrides}
+        settings = Settings.from_env(
+            {}, endpoint=standin.url, site_id=1, token_auth=token, visitor_id_secret=SECRET, **options
+        )
+        processor = MatomoSpanProcessor(settings=settings, _clock=clock)
+        made.append(processor)
+        return processor
+
+    yield make
+    standin.behaviour = Behaviour()
+    for processor in made:
+        processor.shutdown(timeout_millis=2000)

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,14 +33,14 @@ from opentelemetry.trace import SpanKind
 
 from otel_matomo import REQUEST_HEADERS, AnalyticsSampler, MatomoSpanProcessor, Settings, request_hook, tracking
 from otel_matomo import _delivery as delivery_module
+from tests.conftest import Processors
+from tests.factories import SECRET
 from tests.matomo_standin import WRITE_TOKEN, Behaviour, MatomoStandIn
 from tests.servers import serve_asgi, wait_until
 
-SECRET = "delivery-visitor-secret-0123456789"
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 HOUR_NS = 3600 * 1_000_000_000
 
-Processors = Callable[..., MatomoSpanProcessor]
 
 
 class StepClock:
@@ -77,28 +77,6 @@ class StepClock:
 def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.INFO, logger="otel_matomo")
     return caplog
-
-
-@pytest.fixture
-def processors(standin: MatomoStandIn) -> Iterator[Processors]:
-    """Build processors sending to the stand-in (fast schedule); every one is shut down after the test."""
-    made: list[MatomoSpanProcessor] = []
-
-    def make(
-        *, token: str | None = WRITE_TOKEN, clock: StepClock | None = None, **overrides: Any
-    ) -> MatomoSpanProcessor:
-        options: dict[str, Any] = {"timeout": 5.0, "schedule_delay": 0.05, **overrides}
-        settings = Settings.from_env(
-            {}, endpoint=standin.url, site_id=1, token_auth=token, visitor_id_secret=SECRET, **options
-        )
-        processor = MatomoSpanProcessor(settings=settings, _clock=clock)
-        made.append(processor)
-        return processor
-
-    yield make
-    standin.behaviour = Behaviour()
-    for processor in made:
-        processor.shutdown(timeout_millis=2000)
 
 
 def tracer_for(processor: MatomoSpanProcessor, provider: TracerProvider | None = None) -> Any:

@@ -12,38 +12,12 @@ import pytest
 
 from otel_matomo._hits import request_hit
 from otel_matomo._request import http_request_from_span_data
-from otel_matomo._settings import Settings
-from otel_matomo._types import HttpRequest
 from otel_matomo._visitor import visitor_id
+from tests import factories
+from tests.factories import CLIENT, SECRET, START_NS, UA
 
-TOKEN = "0123456789abcdef0123456789abcdef"
-SECRET = "hits-policy-visitor-secret"
-CLIENT = "203.0.113.195"
-UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
-START_NS = calendar.timegm((2024, 5, 1, 12, 0, 0)) * 1_000_000_000
-
-
-def settings(**kwargs: Any) -> Settings:
-    return Settings.from_env(
-        {}, endpoint="https://matomo.example", site_id=3, token_auth=TOKEN, visitor_id_secret=SECRET, **kwargs
-    )
-
-
-def request(**overrides: Any) -> HttpRequest:
-    fields: dict[str, Any] = {
-        "method": "GET",
-        "path": "/items/7",
-        "route": "/items/{item_id}",
-        "start_ns": START_NS,
-        "end_ns": START_NS + 42_400_000,
-        "span_id": 0x1234,
-        "host": "shop.example",
-        "peer_address": CLIENT,
-        "user_agent": UA,
-        "status": 200,
-    }
-    fields.update(overrides)
-    return HttpRequest(**fields)
+settings = factories.settings
+request = factories.http_request
 
 
 def at(year: int, month: int, day: int, hour: int, minute: int = 0, second: int = 0) -> int:

@@ -28,11 +28,9 @@ from otel_matomo._types import AppTracking, DropReason, HttpRequest, SpanEvent, 
 from otel_matomo._visitor import visitor_id
 from otel_matomo.exporter import MatomoSpanExporter
 from otel_matomo.tracking import EcommerceItem
+from tests import factories
+from tests.factories import CLIENT, SECRET, UA
 
-TOKEN = "0123456789abcdef0123456789abcdef"
-SECRET = "hits-tracking-visitor-secret"
-CLIENT = "203.0.113.195"
-UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 START_S = calendar.timegm((2024, 5, 1, 12, 0, 0))
 START_NS = START_S * 1_000_000_000
 SPAN_ID = 0x00F067AA0BA902B7
@@ -40,15 +38,7 @@ RAND = "00f067aa0ba902b7"
 ITEMS = '[["SKU-BOOTS","Boots","Shoes",49.9,1],["SKU-SOCKS","","",4.95,2]]'
 
 
-def settings(environ: dict[str, str] | None = None, **kwargs: Any) -> Settings:
-    return Settings.from_env(
-        environ or {},
-        endpoint="https://matomo.example",
-        site_id=3,
-        token_auth=TOKEN,
-        visitor_id_secret=SECRET,
-        **kwargs,
-    )
+settings = factories.settings
 
 
 def attributes(**extra: Any) -> dict[str, Any]:

@@ -12,8 +12,9 @@ import pytest
 
 from otel_matomo._policy import client_ip, forwarded_origin, is_event, mask_ip, redact_url, skip_reason
 from otel_matomo._request import http_request_from_span_data
-from otel_matomo._settings import DEFAULT_REDACTED_PARAMS, DEFAULT_TRUSTED_PROXIES, Settings
+from otel_matomo._settings import DEFAULT_REDACTED_PARAMS, DEFAULT_TRUSTED_PROXIES
 from otel_matomo._types import DropReason, HttpRequest
+from tests import factories
 
 LOOPBACK = DEFAULT_TRUSTED_PROXIES
 CLIENT = "203.0.113.9"
@@ -23,19 +24,8 @@ WORDS = DEFAULT_REDACTED_PARAMS
 
 
 def request(**overrides: Any) -> HttpRequest:
-    """A plain GET from an untrusted visitor; ``headers`` is given lower-case, as the request view stores it."""
-    fields: dict[str, Any] = {
-        "method": "GET",
-        "path": "/items/7",
-        "start_ns": 1_700_000_000_000_000_000,
-        "end_ns": 1_700_000_000_025_000_000,
-        "span_id": 0xABC,
-        "host": "shop.example",
-        "peer_address": CLIENT,
-        "status": 200,
-    }
-    fields.update(overrides)
-    return HttpRequest(**fields)
+    """A plain GET from an untrusted visitor, with no route and no user agent."""
+    return factories.http_request(**{"route": None, "user_agent": None, "peer_address": CLIENT, **overrides})
 
 
 def proxied(headers: dict[str, str], peer: str = "127.0.0.1") -> HttpRequest:
@@ -46,8 +36,7 @@ def networks(*items: str) -> tuple[Any, ...]:
     return tuple(ipaddress.ip_network(item, strict=False) for item in items)
 
 
-def settings(**kwargs: Any) -> Settings:
-    return Settings.from_env({}, dry_run=True, **kwargs)
+settings = factories.dry_run_settings
 
 
 DEFAULTS = settings()

@@ -25,9 +25,9 @@ from otel_matomo._request import http_request_from_span_data
 from otel_matomo._settings import DEFAULT_REDACTED_PARAMS, Settings
 from otel_matomo._types import DropReason, HttpRequest
 from otel_matomo.autoconfig import REQUEST_HEADERS
+from tests import factories
+from tests.factories import TOKEN
 
-TOKEN = "0123456789abcdef0123456789abcdef"
-SECRET = "property-visitor-secret"
 HEX16 = re.compile(r"[0-9a-f]{16}")
 NOW_NS = 1_714_560_000_000_000_000  # 2024-05-01T10:40:00Z
 
@@ -41,9 +41,7 @@ PROPERTY = settings(
 
 
 def _settings(**kwargs: Any) -> Settings:
-    return Settings.from_env(
-        {}, endpoint="https://matomo.example", site_id=4, token_auth=TOKEN, visitor_id_secret=SECRET, **kwargs
-    )
+    return factories.settings(site_id=4, **kwargs)
 
 
 SETTINGS = [
