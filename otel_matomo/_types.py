@@ -131,7 +131,15 @@ class DropReason(enum.Enum):
     EXPIRED = "expired"
     """Waited longer than the buffer's maximum age."""
     MALFORMED = "malformed"
-    """A server span that could not be translated (logged)."""
+    """A server span, or a fact tracked on it, that could not be translated into a hit Matomo accepts (logged)."""
+    REFUSED = "refused"
+    """Matomo answered HTTP 500 to every batch holding this hit, found by splitting the batch (logged): the
+    other hits of the batch were delivered."""
+    UNREADABLE = "unreadable"
+    """A hit in the spool that could not be read back (moved aside to the spool's ``unreadable`` table)."""
+    UNCONFIRMED = "unconfirmed"
+    """Matomo answered, but its ``tracked`` and ``invalid`` counts do not cover these hits: they may or may not
+    be recorded, and are not sent again."""
     LOST = "lost"
     """Not delivered: Matomo unreachable until the deadline, shut down while retrying, or a failure."""
 
@@ -156,4 +164,7 @@ class ExportStats:
     outage_bound: int = 0
     expired: int = 0
     malformed: int = 0
+    refused: int = 0
+    unreadable: int = 0
+    unconfirmed: int = 0
     lost: int = 0
