@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from otel_matomo import _names as names
@@ -16,21 +17,54 @@ from otel_matomo._types import Hit, HttpRequest
 from otel_matomo._visitor import visitor_id
 
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+_NUMERIC = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII)
 _BRAND = re.compile(r'"((?:[^"\\]|\\.)*)"\s*;\s*v\s*=\s*"((?:[^"\\]|\\.)*)"')
 
 
-def request_hits(request: HttpRequest, settings: Settings) -> list[Hit]:
-    """The request's hit, then one hit per fact the application tracked, in the order it tracked them.
+@dataclass(frozen=True, slots=True)
+class InvalidFact:
+    """A tracked fact left out because Matomo cannot take its hit: named by what is wrong, never by its values."""
+
+    kind: str
+    """The fact's kind (``otel_matomo._names.TRACKING_EVENTS``)."""
+    attribute: str
+    """The span event attribute at fault (``matomo.event.category`` ...)."""
+    problem: str
+    """What is wrong with it: ``missing`` (absent, or neither text nor a number), ``empty``, ``not a number``,
+    ``not a positive whole number``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHits:
+    """What one request becomes: its hits, and the tracked facts left out because Matomo cannot take them."""
+
+    hits: list[Hit]
+    invalid: tuple[InvalidFact, ...] = ()
+
+
+def request_hits(request: HttpRequest, settings: Settings) -> RequestHits:
+    """The request's hit, then one hit per valid fact the application tracked, in the order it tracked them.
 
     Every extra hit shares the request's visitor (id, IP, user agent, language, user id) and URL, carries its own
     time and, except goals and ecommerce hits, ``ca=1`` (Matomo's mark of a hit that is not a page view).
+
+    A fact Matomo cannot take (see ``_RULES``) is left out and named in the result: one such hit in a bulk request
+    makes Matomo answer HTTP 500 to the whole request, so it would take the request's page view and every other
+    hit of the batch with it. ``otel_matomo.tracking`` refuses such facts, but span events from another process
+    (through the OTLP gateway) are not checked before they get here.
     """
     main = request_hit(request, settings)
     if not request.tracking.facts:
-        return [main]
+        return RequestHits([main])
     shared = {key: value for key, value in main.items() if key in _SHARED or key.startswith(_DIMENSION)}
     hits = [main]
+    invalid = []
     for index, fact in enumerate(request.tracking.facts, start=1):
+        parameters = _pick(fact.attributes, _FACT_PARAMETERS[fact.kind])
+        wrong = _invalid_fact(fact.kind, parameters)
+        if wrong is not None:
+            invalid.append(wrong)
+            continue
         hits.append(
             {
                 **shared,
@@ -41,10 +75,10 @@ def request_hits(request: HttpRequest, settings: Settings) -> list[Hit]:
                 **({} if fact.kind in _CONVERSIONS else {"ca": "1"}),
                 # Matomo records an ecommerce order or cart as a conversion of goal 0.
                 **({"idgoal": "0"} if fact.kind in _ECOMMERCE else {}),
-                **_pick(fact.attributes, _FACT_PARAMETERS[fact.kind]),
+                **parameters,
             }
         )
-    return hits
+    return RequestHits(hits, tuple(invalid))
 
 
 def request_hit(request: HttpRequest, settings: Settings) -> Hit:
@@ -143,6 +177,45 @@ _FACT_PARAMETERS: dict[str, dict[str, str]] = {
     names.CONTENT_IMPRESSION: {"c_n": names.CONTENT_NAME, "c_p": names.CONTENT_PIECE, "c_t": names.CONTENT_TARGET},
 }
 """Per kind of tracked fact: Matomo parameter -> the span event attribute it comes from."""
+
+
+def _text(value: str) -> str | None:
+    return None if value.strip() else "empty"
+
+
+def _number(value: str) -> str | None:
+    # What PHP's is_numeric takes: no "nan", "inf" or "1_000", which Python's float() would.
+    return None if _NUMERIC.fullmatch(value) else "not a number"
+
+
+def _positive_whole(value: str) -> str | None:
+    return None if value.isascii() and value.isdigit() and int(value) > 0 else "not a positive whole number"
+
+
+_RULES: dict[str, tuple[tuple[str, Callable[[str], str | None], bool], ...]] = {
+    # Without a non-empty e_c and e_a Matomo takes the hit for a page view, but ca=1 says it is none: no plugin
+    # claims it, and Matomo 5 answers HTTP 500 to the whole bulk request. e_v is read as a number.
+    names.EVENT: (("e_c", _text, True), ("e_a", _text, True), ("e_v", _number, False)),
+    # Matomo reads idgoal as a whole number; without one the hit is a page view, and 0 is the ecommerce goal.
+    names.GOAL: (("idgoal", _positive_whole, True),),
+    # Without ec_id Matomo takes an order for a cart update; revenue is what a conversion records.
+    names.ORDER: (("ec_id", _text, True), ("revenue", _number, True)),
+    names.CART_UPDATE: (("revenue", _number, True),),
+    # A content impression is its name: without c_n the ca=1 hit is claimed by no plugin, as an event without e_c.
+    names.CONTENT_IMPRESSION: (("c_n", _text, True),),
+}
+"""Per kind of tracked fact: ``(parameter, check, required)``, what Matomo needs of its hit; a check returns what
+is wrong with a value, ``None`` when it is fine."""
+
+
+def _invalid_fact(kind: str, parameters: Mapping[str, str]) -> InvalidFact | None:
+    """The first parameter of a fact's hit that Matomo cannot take, named by its span event attribute."""
+    for parameter, check, required in _RULES[kind]:
+        value = parameters.get(parameter)
+        problem = ("missing" if required else None) if value is None else check(value)
+        if problem is not None:
+            return InvalidFact(kind, _FACT_PARAMETERS[kind][parameter], problem)
+    return None
 
 
 def _pick(attributes: Mapping[str, object], parameters: Mapping[str, str]) -> Hit:

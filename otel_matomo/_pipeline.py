@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from otel_matomo._gil import yield_gil
-from otel_matomo._hits import request_hits
+from otel_matomo._hits import InvalidFact, request_hits
 from otel_matomo._metrics import PipelineMetrics
 from otel_matomo._policy import skip_reason
 from otel_matomo._ratelimit import RateLimitedLog
@@ -41,7 +41,11 @@ class Translation:
     requests: int = 0
     """Requests turned into hits (a request may make more than one hit)."""
     dropped: Mapping[DropReason, int] = field(default_factory=dict)
-    """Records that made no hit, by reason (only the reasons that occurred)."""
+    """Records that made no hit, by reason (only the reasons that occurred), and under ``MALFORMED`` also the
+    tracked facts left out of a translated request (see ``invalid_facts``)."""
+    invalid_facts: int = 0
+    """Of ``dropped[MALFORMED]``, the tracked facts left out because Matomo cannot take them (their request's
+    own hit was made): a reader that reports rejected records subtracts them."""
 
 
 class Pipeline:
@@ -81,8 +85,9 @@ class Pipeline:
     ) -> Translation:
         """One hit per record that ``read`` sees as a tracked HTTP server request, in chronological order.
 
-        Each record becomes a hit, a skip (by reason) or a logged malformed record; all are counted in the
-        totals unless ``count=False`` (a preview). The result says what was made and what was dropped.
+        Each record becomes a hit, a skip (by reason) or a logged malformed record, and each tracked fact a hit or,
+        when Matomo cannot take it, a logged malformed fact; all are counted in the totals unless ``count=False``
+        (a preview). The result says what was made and what was dropped.
         """
         dropped: Counter[DropReason] = Counter()
         requests = []
@@ -108,21 +113,27 @@ class Pipeline:
                     )
         requests.sort(key=lambda request: request.start_ns)
         hits = []
-        tracked = 0
+        tracked = invalid_facts = 0
         for index, request in enumerate(requests, start=1):
             if index % _YIELD_EVERY == 0:
                 yield_gil()
             try:
                 reason = skip_reason(request, self.settings)
                 if reason is None:
-                    hits.extend(request_hits(request, self.settings))
+                    made = request_hits(request, self.settings)
+                    hits.extend(made.hits)
                     tracked += 1
+                    invalid_facts += len(made.invalid)
+                    for fact in made.invalid:
+                        self._log_invalid_fact(fact)
                 else:
                     dropped[reason] += 1
             except Exception:  # noqa: BLE001 - see above
                 self._log_malformed(f"the request {request.method} {request.path!r}")
                 dropped[DropReason.MALFORMED] += 1
-        translation = Translation(hits, tracked, dict(dropped))
+        if invalid_facts:
+            dropped[DropReason.MALFORMED] += invalid_facts
+        translation = Translation(hits, tracked, dict(dropped), invalid_facts)
         if count:
             self.count_requests(tracked)
             for reason, number in dropped.items():
@@ -178,6 +189,18 @@ class Pipeline:
     def close(self) -> None:
         """End any retry wait at once and release connections."""
         self._sender.close()
+
+    def _log_invalid_fact(self, fact: InvalidFact) -> None:
+        # What is wrong, never the values: they may be personal (an order id, a content name).
+        self._log.log(
+            logging.WARNING,
+            f"invalid-fact-{fact.kind}-{fact.attribute}",
+            "otel-matomo dropped a tracked %s: its attribute %s is %s, and Matomo would refuse the whole bulk "
+            "request for it (the request's page view and its other facts are sent)",
+            fact.kind,
+            fact.attribute,
+            fact.problem,
+        )
 
     def _log_malformed(self, what: str) -> None:
         self._log.log(

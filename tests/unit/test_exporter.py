@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 
 from otel_matomo import _pipeline as pipeline_module
 from otel_matomo import _transport as transport_module
-from otel_matomo._hits import request_hits
+from otel_matomo._hits import RequestHits, request_hits
 from otel_matomo._settings import Settings
 from otel_matomo._types import HttpRequest
 from otel_matomo.exporter import ExportStats, MatomoSpanExporter
@@ -228,7 +228,7 @@ def test_stats_is_a_copy(standin: MatomoStandIn) -> None:
 def test_span_that_cannot_be_translated_is_skipped_and_counted(
     standin: MatomoStandIn, logs: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def fragile_request_hits(request: HttpRequest, settings: Settings) -> list[dict[str, str]]:
+    def fragile_request_hits(request: HttpRequest, settings: Settings) -> RequestHits:
         if request.path == "/boom":
             raise ValueError("cannot translate this span")
         return request_hits(request, settings)

@@ -485,3 +485,22 @@ def test_the_gateway_does_not_trace_its_own_calls_to_matomo(make_gateway: MakeGa
     assert len(urls) == 2
     assert urls[0].endswith("/matomo.php")
     assert urls[1].endswith("/v1/traces")
+
+
+def test_a_bare_matomo_event_from_another_process_never_fails_the_other_hits(
+    gateway: tuple[Gateway, httpx.Client], standin: MatomoStandIn
+) -> None:
+    # A span event named matomo.event without category or action would be a ca=1 hit that no Matomo plugin claims:
+    # Matomo answers HTTP 500 to the whole bulk request, and the five page views would go with it.
+    gateway_app, client = gateway
+    spans = [span(f"/items/{i}", span_id=i) for i in range(1, 6)]
+    spans[2]["events"] = [{"name": "matomo.event", "timeUnixNano": spans[2]["startTimeUnixNano"], "attributes": []}]
+
+    response = client.post("/v1/traces", content=as_json(payload(*spans)), headers=JSON)
+
+    assert response.status_code == 200
+    assert without_cdt(standin.wait_for_hits(5)) == [expected_hit(f"/items/{i}", span_id=i) for i in range(1, 6)]
+    assert [received.answer_status for received in standin.received] == [200]
+    gateway_app.close()  # the worker counts Matomo's answer after the stand-in has the hits
+    stats = gateway_app.stats[1]
+    assert (stats.requests, stats.malformed, stats.tracked) == (5, 1, 5)

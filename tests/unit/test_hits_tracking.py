@@ -11,6 +11,8 @@ import logging
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -18,7 +20,7 @@ from opentelemetry.trace import SpanKind
 
 from otel_matomo import _names as names
 from otel_matomo import tracking
-from otel_matomo._hits import request_hits
+from otel_matomo._hits import InvalidFact, RequestHits, request_hits
 from otel_matomo._options import ConfigurationError
 from otel_matomo._pipeline import Pipeline
 from otel_matomo._policy import skip_reason
@@ -30,6 +32,7 @@ from otel_matomo.exporter import MatomoSpanExporter
 from otel_matomo.tracking import EcommerceItem
 from tests import factories
 from tests.factories import CLIENT, SECRET, UA
+from tests.matomo_standin import _custom_action_without_plugin
 
 START_S = calendar.timegm((2024, 5, 1, 12, 0, 0))
 START_NS = START_S * 1_000_000_000
@@ -99,7 +102,7 @@ def extra(index: int, seconds: int, **parameters: str) -> dict[str, str]:
 
 
 def test_no_facts_one_page_view() -> None:
-    assert request_hits(request(), settings()) == [PAGE_VIEW]
+    assert request_hits(request(), settings()).hits == [PAGE_VIEW]
 
 
 FACTS: list[tuple[str, SpanEvent, dict[str, str]]] = [
@@ -196,7 +199,7 @@ FACTS: list[tuple[str, SpanEvent, dict[str, str]]] = [
 
 @pytest.mark.parametrize(("event", "parameters"), [case[1:] for case in FACTS], ids=[case[0] for case in FACTS])
 def test_each_fact_kind_becomes_its_exact_hit(event: SpanEvent, parameters: dict[str, str]) -> None:
-    assert request_hits(request(event), settings()) == [PAGE_VIEW, extra(1, 1, **parameters)]
+    assert request_hits(request(event), settings()) == RequestHits([PAGE_VIEW, extra(1, 1, **parameters)], invalid=())
 
 
 def test_page_view_first_then_facts_in_call_order_each_with_its_own_time() -> None:
@@ -211,7 +214,7 @@ def test_page_view_first_then_facts_in_call_order_each_with_its_own_time() -> No
         ("matomo.content_impression", at(3), {"matomo.content.name": "Thanks banner"}),
         ("matomo.event", at(4.1), {"matomo.event.category": "Checkout", "matomo.event.action": "done"}),
     ]
-    assert request_hits(request(*events), settings()) == [
+    assert request_hits(request(*events), settings()).hits == [
         PAGE_VIEW,
         extra(1, 0, e_c="Checkout", e_a="start"),
         extra(2, 1, idgoal="2", revenue="64.8"),
@@ -233,7 +236,7 @@ def test_extra_hits_share_the_visitor_not_the_page_view_details() -> None:
             },
         ),
         settings(track_bots=True),
-    )
+    ).hits
     page_view, goal = hits
     assert {"bw_bytes", "uadata", "bots", "pf_srv", "action_name", "search", "_pks"} <= page_view.keys()
     assert goal == {
@@ -246,7 +249,7 @@ def test_extra_hits_share_the_visitor_not_the_page_view_details() -> None:
 
 def test_without_token_no_hit_carries_cip() -> None:
     plain = Settings.from_env({}, endpoint="https://matomo.example", site_id=3, visitor_id_secret=SECRET)
-    hits = request_hits(request(("matomo.goal", at(1), {"matomo.goal.id": 1})), plain)
+    hits = request_hits(request(("matomo.goal", at(1), {"matomo.goal.id": 1})), plain).hits
     assert [("cip" in hit) for hit in hits] == [False, False]
     assert hits[0]["cid"] == hits[1]["cid"] == VISITOR["cid"]
 
@@ -261,7 +264,7 @@ def test_a_request_without_user_has_no_uid_anywhere() -> None:
         [("matomo.goal", at(1), {"matomo.goal.id": 1})],
     )
     assert built is not None
-    assert [("uid" in hit) for hit in request_hits(built, settings())] == [False, False]
+    assert [("uid" in hit) for hit in request_hits(built, settings()).hits] == [False, False]
 
 
 def test_other_span_events_are_not_facts() -> None:
@@ -272,7 +275,7 @@ def test_other_span_events_are_not_facts() -> None:
     ]
     built = request(*events)
     assert built.tracking.facts == (TrackedFact("matomo.goal", at(2), {"matomo.goal.id": 8}),)
-    assert request_hits(built, settings()) == [PAGE_VIEW, extra(1, 2, idgoal="8")]
+    assert request_hits(built, settings()).hits == [PAGE_VIEW, extra(1, 2, idgoal="8")]
 
 
 def test_facts_on_a_hand_built_request() -> None:
@@ -293,7 +296,7 @@ def test_facts_on_a_hand_built_request() -> None:
             facts=(TrackedFact(names.EVENT, at(0), {"matomo.event.category": "C", "matomo.event.action": "A"}),),
         ),
     )
-    page_view, event = request_hits(built, settings())
+    page_view, event = request_hits(built, settings()).hits
     assert page_view["action_name"] == "Home"
     assert page_view["dimension2"] == event["dimension2"] == "gold"
     assert event == {
@@ -313,6 +316,181 @@ def test_facts_on_a_hand_built_request() -> None:
     }
 
 
+# --- facts Matomo cannot take ---------------------------------------------------------------------------------
+
+INVALID_FACTS: list[tuple[str, str, dict[str, Any], str, str]] = [
+    ("bare event", names.EVENT, {}, names.EVENT_CATEGORY, "missing"),
+    ("event without category", names.EVENT, {names.EVENT_ACTION: "pay"}, names.EVENT_CATEGORY, "missing"),
+    ("event without action", names.EVENT, {names.EVENT_CATEGORY: "Checkout"}, names.EVENT_ACTION, "missing"),
+    (
+        "event, blank action",
+        names.EVENT,
+        {names.EVENT_CATEGORY: "C", names.EVENT_ACTION: "  "},
+        names.EVENT_ACTION,
+        "empty",
+    ),
+    (
+        "event, category not text",
+        names.EVENT,
+        {names.EVENT_CATEGORY: True, names.EVENT_ACTION: "A"},
+        names.EVENT_CATEGORY,
+        "missing",
+    ),
+    (
+        "event, word value",
+        names.EVENT,
+        {names.EVENT_CATEGORY: "C", names.EVENT_ACTION: "A", names.EVENT_VALUE: "lots"},
+        names.EVENT_VALUE,
+        "not a number",
+    ),
+    (
+        "event, NaN value",
+        names.EVENT,
+        {names.EVENT_CATEGORY: "C", names.EVENT_ACTION: "A", names.EVENT_VALUE: float("nan")},
+        names.EVENT_VALUE,
+        "not a number",
+    ),
+    ("goal without id", names.GOAL, {names.GOAL_REVENUE: 5.0}, names.GOAL_ID, "missing"),
+    ("goal 0", names.GOAL, {names.GOAL_ID: 0}, names.GOAL_ID, "not a positive whole number"),
+    ("negative goal", names.GOAL, {names.GOAL_ID: -3}, names.GOAL_ID, "not a positive whole number"),
+    ("fractional goal", names.GOAL, {names.GOAL_ID: 2.5}, names.GOAL_ID, "not a positive whole number"),
+    ("goal named in words", names.GOAL, {names.GOAL_ID: "signup"}, names.GOAL_ID, "not a positive whole number"),
+    ("order without id", names.ORDER, {names.REVENUE: 10.0}, names.ORDER_ID, "missing"),
+    ("order, blank id", names.ORDER, {names.ORDER_ID: "", names.REVENUE: 10.0}, names.ORDER_ID, "empty"),
+    ("order without revenue", names.ORDER, {names.ORDER_ID: "A-1"}, names.REVENUE, "missing"),
+    ("order, word revenue", names.ORDER, {names.ORDER_ID: "A-1", names.REVENUE: "free"}, names.REVENUE, "not a number"),
+    ("cart update without revenue", names.CART_UPDATE, {names.ITEMS: "[]"}, names.REVENUE, "missing"),
+    (
+        "content impression without name",
+        names.CONTENT_IMPRESSION,
+        {names.CONTENT_PIECE: "a.png"},
+        names.CONTENT_NAME,
+        "missing",
+    ),
+    (
+        "content impression, blank name",
+        names.CONTENT_IMPRESSION,
+        {names.CONTENT_NAME: " "},
+        names.CONTENT_NAME,
+        "empty",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "attributes", "attribute", "problem"),
+    [case[1:] for case in INVALID_FACTS],
+    ids=[case[0] for case in INVALID_FACTS],
+)
+def test_a_fact_matomo_cannot_take_is_left_out_and_named(
+    kind: str, attributes: dict[str, Any], attribute: str, problem: str
+) -> None:
+    made = request_hits(request((kind, at(1), attributes)), settings())
+    assert made == RequestHits([PAGE_VIEW], (InvalidFact(kind, attribute, problem),))
+
+
+@pytest.mark.parametrize(
+    ("event", "parameters"),
+    [
+        (("matomo.goal", at(1), {"matomo.goal.id": 4.0}), {"idgoal": "4"}),
+        (("matomo.goal", at(1), {"matomo.goal.id": "7"}), {"idgoal": "7"}),
+        (
+            (
+                "matomo.event",
+                at(1),
+                {"matomo.event.category": "C", "matomo.event.action": "A", "matomo.event.value": "-2.5"},
+            ),
+            {"e_c": "C", "e_a": "A", "e_v": "-2.5"},
+        ),
+        (
+            ("matomo.ecommerce.order", at(1), {"matomo.ecommerce.order_id": 1001, "matomo.ecommerce.revenue": "64.80"}),
+            {"idgoal": "0", "ec_id": "1001", "revenue": "64.80"},
+        ),
+        (("matomo.ecommerce.cart_update", at(1), {"matomo.ecommerce.revenue": 0}), {"idgoal": "0", "revenue": "0"}),
+    ],
+    ids=["whole float goal", "goal id as text", "event value as text", "order id as number", "empty cart"],
+)
+def test_facts_in_the_forms_another_process_sends_are_kept(event: SpanEvent, parameters: dict[str, str]) -> None:
+    """Span events from the gateway carry numbers as text or ids as numbers: what Matomo reads the same is kept."""
+    assert request_hits(request(event), settings()) == RequestHits([PAGE_VIEW, extra(1, 1, **parameters)])
+
+
+def test_an_invalid_fact_leaves_the_others_and_their_places() -> None:
+    events: list[SpanEvent] = [
+        ("matomo.event", at(1), {"matomo.event.category": "Checkout", "matomo.event.action": "start"}),
+        ("matomo.event", at(2), {"matomo.event.name": "no category, no action"}),
+        ("matomo.goal", at(3), {"matomo.goal.id": 2}),
+    ]
+    made = request_hits(request(*events), settings())
+    assert made.hits == [PAGE_VIEW, extra(1, 1, e_c="Checkout", e_a="start"), extra(3, 3, idgoal="2")]
+    assert made.invalid == (InvalidFact(names.EVENT, names.EVENT_CATEGORY, "missing"),)
+
+
+_FACT_ATTRIBUTES = {
+    names.EVENT: (names.EVENT_CATEGORY, names.EVENT_ACTION, names.EVENT_NAME, names.EVENT_VALUE),
+    names.GOAL: (names.GOAL_ID, names.GOAL_REVENUE),
+    names.ORDER: (names.ORDER_ID, names.REVENUE, names.ITEMS),
+    names.CART_UPDATE: (names.REVENUE, names.ITEMS),
+    names.CONTENT_IMPRESSION: (names.CONTENT_NAME, names.CONTENT_PIECE, names.CONTENT_TARGET),
+}
+_VALUES = (
+    st.none() | st.booleans() | st.integers(-3, 3) | st.floats() | st.sampled_from(["", " ", "x", "2", "-1.5", "0"])
+)
+
+
+@given(
+    st.lists(
+        st.sampled_from(sorted(_FACT_ATTRIBUTES)).flatmap(
+            lambda kind: st.tuples(
+                st.just(kind),
+                st.fixed_dictionaries({}, optional=dict.fromkeys(_FACT_ATTRIBUTES[kind], _VALUES)),
+            )
+        ),
+        max_size=5,
+    )
+)
+def test_no_fact_whatever_its_attributes_becomes_a_hit_that_fails_the_bulk_request(
+    facts: list[tuple[str, dict[str, Any]]],
+) -> None:
+    """What the stand-in (as Matomo 5.3.1) answers HTTP 500 for never leaves; every fact is a hit or named."""
+    made = request_hits(request(*((kind, at(1), values) for kind, values in facts)), settings())
+    assert len(made.hits) - 1 + len(made.invalid) == len(facts)
+    for hit in made.hits:
+        assert not _custom_action_without_plugin(hit)
+        if "idgoal" in hit:
+            assert hit["idgoal"].isdigit()
+            assert hit["idgoal"] != "0" or "revenue" in hit
+
+
+def test_translate_counts_a_dropped_fact_as_malformed_and_logs_what_is_wrong_not_the_values(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="otel_matomo")
+    order = ("matomo.ecommerce.order", at(1), {"matomo.ecommerce.order_id": "A-SECRET-77"})
+    pipeline = Pipeline(settings(dry_run=True))
+    translation = pipeline.translate([request(order), request(order)], lambda record: record)
+    assert translation.hits == [PAGE_VIEW, PAGE_VIEW]
+    assert (translation.requests, translation.dropped, translation.invalid_facts) == (
+        2,
+        {DropReason.MALFORMED: 2},
+        2,
+    )
+    assert (pipeline.stats.requests, pipeline.stats.malformed) == (2, 2)
+    [record] = [r for r in caplog.records if "dropped a tracked" in r.getMessage()]  # rate-limited: logged once
+    message = record.getMessage()
+    assert "matomo.ecommerce.order" in message
+    assert "matomo.ecommerce.revenue is missing" in message
+    assert "A-SECRET-77" not in message
+    assert record.levelno == logging.WARNING
+
+
+def test_a_preview_translation_counts_no_dropped_fact() -> None:
+    pipeline = Pipeline(settings(dry_run=True))
+    translation = pipeline.translate([request(("matomo.event", at(1), {}))], lambda record: record, count=False)
+    assert (translation.dropped, translation.invalid_facts) == ({DropReason.MALFORMED: 1}, 1)
+    assert (pipeline.stats.requests, pipeline.stats.malformed) == (0, 0)
+
+
 # --- site search, product view, page title, skip ---------------------------------------------------------------
 
 
@@ -324,20 +502,20 @@ def test_site_search_turns_the_page_view_into_a_search() -> None:
             "matomo.search.results_count": 12,
         }
     )
-    assert request_hits(built, settings()) == [
+    assert request_hits(built, settings()).hits == [
         {**PAGE_VIEW, "search": "red boots", "search_cat": "Shoes", "search_count": "12"}
     ]
 
 
 def test_site_search_without_category_or_count() -> None:
-    (hit,) = request_hits(request(**{"matomo.search.keyword": "boots"}), settings())
+    (hit,) = request_hits(request(**{"matomo.search.keyword": "boots"}), settings()).hits
     assert hit == {**PAGE_VIEW, "search": "boots", "search_cat": ""}
 
 
 def test_site_search_with_no_results() -> None:
     (hit,) = request_hits(
         request(**{"matomo.search.keyword": "unobtainium", "matomo.search.results_count": 0}), settings()
-    )
+    ).hits
     assert hit["search_count"] == "0"
 
 
@@ -350,27 +528,27 @@ def test_product_view_adds_the_product_parameters() -> None:
             "matomo.product.price": 49.9,
         }
     )
-    assert request_hits(built, settings()) == [
+    assert request_hits(built, settings()).hits == [
         {**PAGE_VIEW, "_pks": "SKU-BOOTS", "_pkn": "Boots", "_pkc": "Shoes", "_pkp": "49.9"}
     ]
 
 
 def test_product_view_with_sku_only() -> None:
-    (hit,) = request_hits(request(**{"matomo.product.sku": "SKU-BOOTS"}), settings())
+    (hit,) = request_hits(request(**{"matomo.product.sku": "SKU-BOOTS"}), settings()).hits
     assert hit == {**PAGE_VIEW, "_pks": "SKU-BOOTS"}
 
 
 def test_page_title_overrides_the_action_name() -> None:
-    (hit,) = request_hits(request(**{"matomo.page_title": "Checkout - payment"}), settings())
+    (hit,) = request_hits(request(**{"matomo.page_title": "Checkout - payment"}), settings()).hits
     assert hit == {**PAGE_VIEW, "action_name": "Checkout - payment"}
 
 
 @pytest.mark.parametrize("status", [404, 500])
 def test_page_title_overrides_error_titles_too(status: int) -> None:
     built = request(**{"http.response.status_code": status})
-    assert request_hits(built, settings())[0]["action_name"].startswith(f"{status}/URL = ")
+    assert request_hits(built, settings()).hits[0]["action_name"].startswith(f"{status}/URL = ")
     titled = request(**{"http.response.status_code": status, "matomo.page_title": "Sorry, out of stock"})
-    assert request_hits(titled, settings())[0]["action_name"] == "Sorry, out of stock"
+    assert request_hits(titled, settings()).hits[0]["action_name"] == "Sorry, out of stock"
 
 
 def test_skip_tracking_sends_nothing_and_counts_skipped(caplog: pytest.LogCaptureFixture) -> None:
@@ -419,7 +597,7 @@ def test_configured_dimensions_come_from_span_attributes() -> None:
         ("matomo.goal", at(1), {"matomo.goal.id": 1}),
         **{"enduser.role": "admin", "tenant": "acme"},
     )
-    hits = request_hits(built, settings(dimensions={1: "enduser.role", 2: "tenant"}))
+    hits = request_hits(built, settings(dimensions={1: "enduser.role", 2: "tenant"})).hits
     assert hits == [
         {**PAGE_VIEW, "dimension1": "admin", "dimension2": "acme"},
         extra(1, 1, idgoal="1", dimension1="admin", dimension2="acme"),
@@ -429,7 +607,7 @@ def test_configured_dimensions_come_from_span_attributes() -> None:
 def test_configured_dimensions_from_the_environment() -> None:
     configured = settings({"OTEL_EXPORTER_MATOMO_DIMENSIONS": "1=enduser.role, 2=tenant"})
     assert configured.dimensions == ((1, "enduser.role"), (2, "tenant"))
-    (hit,) = request_hits(request(**{"enduser.role": "editor", "tenant": "globex"}), configured)
+    (hit,) = request_hits(request(**{"enduser.role": "editor", "tenant": "globex"}), configured).hits
     assert (hit["dimension1"], hit["dimension2"]) == ("editor", "globex")
 
 
@@ -444,7 +622,7 @@ def test_configured_dimension_values_of_other_types() -> None:
     (hit,) = request_hits(
         built,
         settings(dimensions={1: "plan.seats", 2: "plan.ratio", 3: "plan.trial", 4: "plan.tags", 5: "empty", 6: "nope"}),
-    )
+    ).hits
     assert {key: value for key, value in hit.items() if key.startswith("dimension")} == {
         "dimension1": "25",
         "dimension2": "0.5",
@@ -453,20 +631,20 @@ def test_configured_dimension_values_of_other_types() -> None:
 
 def test_set_custom_dimension_wins_over_the_configured_one() -> None:
     built = request(**{"enduser.role": "admin", "tenant": "acme", "matomo.dimension.1": "superadmin"})
-    (hit,) = request_hits(built, settings(dimensions={1: "enduser.role", 2: "tenant"}))
+    (hit,) = request_hits(built, settings(dimensions={1: "enduser.role", 2: "tenant"})).hits
     assert (hit["dimension1"], hit["dimension2"]) == ("superadmin", "acme")
 
 
 def test_dimension_values_are_cut_to_250_characters() -> None:
     built = request(**{"tenant": "t" * 300, "matomo.dimension.7": "d" * 251})
-    (hit,) = request_hits(built, settings(dimensions={2: "tenant"}))
+    (hit,) = request_hits(built, settings(dimensions={2: "tenant"})).hits
     assert hit["dimension2"] == "t" * 250
     assert hit["dimension7"] == "d" * 250
 
 
 def test_malformed_dimension_attributes_are_ignored() -> None:
     built = request(**{"matomo.dimension.x": "a", "matomo.dimension.": "b", "matomo.dimension.3": 5})
-    (hit,) = request_hits(built, settings())
+    (hit,) = request_hits(built, settings()).hits
     assert not [key for key in hit if key.startswith("dimension")]
 
 
@@ -480,7 +658,7 @@ def test_an_event_route_with_facts() -> None:
     )
     url = "https://shop.example/api/orders"
     visitor = {**VISITOR, "url": url, "dimension1": "gold"}
-    assert request_hits(built, settings(event_routes=["/api/*"])) == [
+    assert request_hits(built, settings(event_routes=["/api/*"])).hits == [
         {
             **visitor,
             "rand": RAND,
