@@ -4,7 +4,9 @@ Bytes in, verdict out, with no network and no logging, so that the HTTP sender, 
 tests share one reading of Matomo. Its answers have traps that decide whether a batch may be sent again:
 HTTP 200 with ``"invalid": K`` means K items were refused for good; HTTP 500 means the whole batch was rolled
 back even when ``tracked`` says otherwise; a batch refused item by item although a token was sent is Matomo bug
-#22910 (a "secure only" token, refused inside bulk requests), which no retry can fix.
+#22910 (a "secure only" token, refused inside bulk requests), which no retry can fix. Only what the counts confirm
+counts: an HTTP 200 whose counts cover fewer hits than were sent leaves the rest unconfirmed, and one that is not
+Matomo's JSON, or whose counts cannot be true, says nothing of what was stored, so the batch may be sent again.
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ def parse_bulk_answer(body: bytes) -> BulkAnswer:
     indices = data.get("invalid_indices", [])
     if type(invalid) is not int or not isinstance(indices, list):
         raise MalformedAnswer("bad 'invalid' fields")
+    if data["tracked"] < 0 or invalid < 0:
+        raise MalformedAnswer("negative counts")
     return BulkAnswer(
         data["tracked"], invalid, tuple(i for i in indices if type(i) is int), superuser="invalid_indices" in data
     )
@@ -111,7 +115,8 @@ class Decision(enum.Enum):
     REJECTED = "rejected"
     """Refused for a reason that a retry cannot fix (see :class:`Refusal`)."""
     RETRY = "retry"
-    """Nothing was stored; the same batch may be sent again (after ``retry_after``, when Matomo gave one)."""
+    """Nothing was stored (a retryable status), or what was stored cannot be told (a malformed answer); the same
+    batch may be sent again (after ``retry_after``, when Matomo gave one)."""
 
 
 class Refusal(enum.Enum):
@@ -119,8 +124,6 @@ class Refusal(enum.Enum):
 
     STATUS = "status"
     """An HTTP status that no retry changes (401, 403, 404 ...)."""
-    MALFORMED = "malformed"
-    """HTTP 200, but not Matomo's bulk-tracking JSON: the endpoint is probably not ``matomo.php``."""
     SITE = "site"
     """Every hit refused with a Super User's token: the site id is not a site of this Matomo."""
     SECURE_ONLY = "secure-only"
@@ -139,8 +142,12 @@ class Verdict:
     tracked: int = 0
     invalid: int = 0
     invalid_indices: tuple[int, ...] = ()
+    unconfirmed: int = 0
+    """Hits that the counts of an HTTP 200 answer do not cover (``tracked + invalid < count``): perhaps stored,
+    perhaps not. Not sent again, since a retry could store them twice."""
     malformed: str = ""
-    """What is wrong with the answer, with ``Refusal.MALFORMED``."""
+    """What is wrong with an HTTP 200 answer, with ``RETRY``: not Matomo's bulk-tracking JSON (the endpoint is
+    probably not ``matomo.php``), or counts that cannot be true (negative, or more hits than were sent)."""
     retry_after: float | None = None
     """Seconds Matomo asked to wait (``Retry-After``), with ``RETRY``."""
 
@@ -159,9 +166,13 @@ def judge(
     try:
         answer = parse_bulk_answer(body)
     except MalformedAnswer as error:
-        return Verdict(Decision.REJECTED, invalid=count, refusal=Refusal.MALFORMED, malformed=str(error))
+        return Verdict(Decision.RETRY, malformed=str(error))
+    counted = answer.tracked + answer.invalid
+    if counted > count:
+        return Verdict(Decision.RETRY, malformed=f"counts for {counted} hits, {count} sent")
+    unconfirmed = count - counted
     if answer.invalid == 0:
-        return Verdict(Decision.DELIVERED, tracked=answer.tracked)
+        return Verdict(Decision.DELIVERED, tracked=answer.tracked, unconfirmed=unconfirmed)
     if answer.tracked == 0 and answer.invalid == count and (answer.superuser or token_sent):
         refusal = Refusal.SITE if answer.superuser else Refusal.SECURE_ONLY
         return Verdict(Decision.REJECTED, invalid=count, refusal=refusal)
@@ -171,6 +182,7 @@ def judge(
         invalid=answer.invalid,
         refusal=Refusal.INVALID,
         invalid_indices=answer.invalid_indices,
+        unconfirmed=unconfirmed,
     )
 
 

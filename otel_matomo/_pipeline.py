@@ -148,7 +148,8 @@ class Pipeline:
         return result.outcome in (Outcome.DELIVERED, Outcome.PARTIAL)
 
     def send(self, hits: Sequence[Hit], *, retry: bool = True) -> SendResult:
-        """One bulk request with Matomo's answer counted; a caller that keeps undelivered hits counts nothing lost."""
+        """One bulk request with Matomo's answer counted (hits its counts leave out as unconfirmed); a caller that
+        keeps undelivered hits counts nothing lost."""
         if not hits:
             return SendResult(Outcome.DELIVERED)
         if not self._sender.reaches_matomo:
@@ -163,14 +164,17 @@ class Pipeline:
             )
             self.count_dropped(DropReason.LOST, len(hits))
             return SendResult(Outcome.REJECTED)
+        # Only counts Matomo confirmed, never below zero: a sender (or an answer) that says -5 takes nothing back.
+        tracked, invalid = max(result.tracked, 0), max(result.invalid, 0)
         with self._lock:
             self._batches += 1
-            self._tracked += result.tracked
-            self._invalid += result.invalid
+            self._tracked += tracked
+            self._invalid += invalid
+        self.count_dropped(DropReason.UNCONFIRMED, max(result.unconfirmed, 0))
         self.metrics.export_duration(time.monotonic() - started, result.outcome)
         self.metrics.retry(result.attempts - 1)
-        self.metrics.hits_tracked(result.tracked)
-        self.metrics.hits_invalid(result.invalid)
+        self.metrics.hits_tracked(tracked)
+        self.metrics.hits_invalid(invalid)
         return result
 
     def count_dropped(self, reason: DropReason, count: int) -> None:

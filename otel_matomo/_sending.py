@@ -24,6 +24,8 @@ class Outcome(enum.Enum):
     """How a batch ended; only ``DELIVERED`` and ``PARTIAL`` mean Matomo has the hits it accepted."""
 
     DELIVERED = "delivered"
+    """Settled with no hit refused: the hits Matomo counted as tracked are stored (``SendResult.unconfirmed``: the
+    ones its counts left out)."""
     PARTIAL = "partial"
     """Matomo stored some hits and refused the others for good (validation errors)."""
     REJECTED = "rejected"
@@ -44,6 +46,16 @@ class SendResult:
     attempts: int = 0
     retry_after: float | None = None
     """Matomo's ``Retry-After`` on the last attempt, for a caller that retries later itself."""
+    unconfirmed: int = 0
+    """Hits Matomo's answer did not account for (neither tracked nor invalid): perhaps stored, perhaps not, and
+    not sent again, since a retry could store them twice."""
+    answered: bool = False
+    """Whether the last attempt got an HTTP answer (any status, or an HTTP 200 that is not Matomo's): with
+    ``GAVE_UP`` it tells "Matomo is up but will not take this batch" (5xx, 429, a malformed answer) from
+    "Matomo cannot be reached" (connection error, timeout); ``False`` when cancelled."""
+    status: int = 0
+    """The HTTP status of the last answer, 0 without one: a caller may treat 429 and 503 (overloaded) apart from
+    a 500 (a batch Matomo will not take)."""
 
 
 class Sender(Protocol):

@@ -11,14 +11,13 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from otel_matomo._bulk import Decision, Refusal, Verdict, encode_bulk, judge
-
-# Re-exported for cli/check.py only, until it imports them from _bulk (then the three aliases go).
 from otel_matomo._ratelimit import RateLimitedLog
 from otel_matomo._sending import Outcome, SendResult
 from otel_matomo._settings import Settings
@@ -36,6 +35,15 @@ _ALL_REFUSED = {
     "server's IP blocked by Matomo's brute-force detection.",
 }
 """What a batch refused whole means, by who refused it: the lost count and the site id fill them in."""
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """An attempt that did not settle the batch: wait ``retry_after`` (when Matomo asked) and send it again."""
+
+    retry_after: float | None = None
+    status: int = 0
+    """The HTTP status of the answer; 0 when there was none (connection error, timeout)."""
 
 
 class HttpSender:
@@ -83,12 +91,12 @@ class HttpSender:
         attempt = 0
         while not self._closed.is_set():
             attempt += 1
-            retry_after, result = self._attempt(body, len(hits), deadline, attempt)
-            if result is not None:
-                return result
+            tried = self._attempt(body, len(hits), deadline, attempt)
+            if isinstance(tried, SendResult):
+                return tried
             if not retry:
-                return SendResult(Outcome.GAVE_UP, attempts=attempt, retry_after=retry_after)
-            delay = retry_after if retry_after is not None else backoff(attempt)
+                return self._gave_up(attempt, tried)
+            delay = tried.retry_after if tried.retry_after is not None else backoff(attempt)
             if self._clock() + delay >= deadline:
                 self._log.log(
                     logging.WARNING,
@@ -99,20 +107,25 @@ class HttpSender:
                     attempt,
                     self._timeout,
                 )
-                return SendResult(Outcome.GAVE_UP, attempts=attempt)
+                return self._gave_up(attempt, tried)
             if self._closed.wait(delay):
                 break
         return SendResult(Outcome.CANCELLED, attempts=attempt)
+
+    @staticmethod
+    def _gave_up(attempts: int, tried: _Retry) -> SendResult:
+        answered = tried.status != 0
+        return SendResult(
+            Outcome.GAVE_UP, attempts=attempts, retry_after=tried.retry_after, answered=answered, status=tried.status
+        )
 
     def close(self) -> None:
         """Stop any wait at once and release the connection pool."""
         self._closed.set()
         self._client.close()
 
-    def _attempt(
-        self, body: bytes, count: int, deadline: float, attempt: int
-    ) -> tuple[float | None, SendResult | None]:
-        """One POST; returns ``(retry_after, None)`` to retry or ``(None, result)`` when settled."""
+    def _attempt(self, body: bytes, count: int, deadline: float, attempt: int) -> _Retry | SendResult:
+        """One POST: the result when it settles the batch, else what to retry after."""
         remaining = max(deadline - self._clock(), 0.001)
         try:
             response = self._client.post(
@@ -124,7 +137,7 @@ class HttpSender:
         except (httpx.HTTPError, RuntimeError) as error:
             # close() from another thread makes an in-flight request fail, with RuntimeError once closed.
             if self._closed.is_set():
-                return None, SendResult(Outcome.CANCELLED, attempts=attempt)
+                return SendResult(Outcome.CANCELLED, attempts=attempt)
             if isinstance(error, RuntimeError):
                 raise
             self._log.log(
@@ -134,7 +147,7 @@ class HttpSender:
                 self._shown_endpoint,
                 type(error).__name__,
             )
-            return None, None
+            return _Retry()
         verdict = judge(
             response.status_code,
             response.content,
@@ -144,19 +157,57 @@ class HttpSender:
             now=time.time(),
         )
         if verdict.decision is Decision.RETRY:
-            self._log.log(
-                logging.INFO,
-                f"status-{response.status_code}",
-                "otel-matomo: Matomo answered HTTP %d; the batch of %d hits will be sent again",
-                response.status_code,
-                count,
-            )
-            return verdict.retry_after, None
+            level, key, message, *args = self._retry_log(verdict, response, count)
+            self._log.log(level, key, message, *args)
+            return _Retry(verdict.retry_after, response.status_code)
         if verdict.refusal is not None:
             level, key, message, *args = self._refusal_log(verdict, response, count)
             self._log.log(level, key, message, *args)
-        outcome = Outcome(verdict.decision.value)
-        return None, SendResult(outcome, tracked=verdict.tracked, invalid=verdict.invalid, attempts=attempt)
+        if verdict.unconfirmed:
+            self._log.log(
+                logging.WARNING,
+                "unconfirmed",
+                "otel-matomo: Matomo at %s accounted for %d of %d hits (tracked %d, invalid %d); the other %d may or "
+                "may not be recorded and are not sent again, so that none is recorded twice",
+                self._shown_endpoint,
+                verdict.tracked + verdict.invalid,
+                count,
+                verdict.tracked,
+                verdict.invalid,
+                verdict.unconfirmed,
+            )
+        return SendResult(
+            Outcome(verdict.decision.value),
+            tracked=verdict.tracked,
+            invalid=verdict.invalid,
+            attempts=attempt,
+            unconfirmed=verdict.unconfirmed,
+            answered=True,
+            status=response.status_code,
+        )
+
+    def _retry_log(self, verdict: Verdict, response: httpx.Response, count: int) -> tuple[Any, ...]:
+        """What to log about an answer after which the batch is sent again, as :meth:`_refusal_log` does."""
+        if verdict.malformed:
+            # An error: nothing gets through until it is fixed, and it is most often a wrong endpoint (a web
+            # server's welcome page answers 200 to any POST).
+            return (
+                logging.ERROR,
+                "malformed",
+                "otel-matomo: %s did not answer as Matomo's bulk tracking API does (%s: %s); is the endpoint the "
+                "Matomo tracker URL? What it stored of the batch of %d hits is unknown; the batch will be sent again",
+                self._shown_endpoint,
+                verdict.malformed,
+                self._snippet(response.content),
+                count,
+            )
+        return (
+            logging.INFO,
+            f"status-{response.status_code}",
+            "otel-matomo: Matomo answered HTTP %d; the batch of %d hits will be sent again",
+            response.status_code,
+            count,
+        )
 
     def _refusal_log(self, verdict: Verdict, response: httpx.Response, count: int) -> tuple[Any, ...]:
         """What to log about a refusal, as ``(level, rate-limit key, message, *arguments)``: what it means to an
@@ -169,17 +220,6 @@ class HttpSender:
                 count,
                 self._shown_endpoint,
                 response.status_code,
-                self._snippet(response.content),
-            )
-        if verdict.refusal is Refusal.MALFORMED:
-            return (
-                logging.ERROR,
-                "malformed",
-                "otel-matomo lost %d hits: %s did not answer as Matomo's bulk tracking API does (%s: %s); "
-                "is the endpoint the Matomo tracker URL?",
-                count,
-                self._shown_endpoint,
-                verdict.malformed,
                 self._snippet(response.content),
             )
         if verdict.refusal in _ALL_REFUSED:

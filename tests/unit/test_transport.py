@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from urllib.parse import parse_qsl
 
 import pytest
@@ -24,7 +25,8 @@ from otel_matomo._bulk import (
     parse_bulk_answer,
     parse_retry_after,
 )
-from otel_matomo._sending import Outcome
+from otel_matomo._pipeline import Pipeline
+from otel_matomo._sending import Outcome, SendResult
 from otel_matomo._settings import Settings
 from otel_matomo._transport import HttpSender
 from otel_matomo._types import Hit
@@ -51,11 +53,14 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
-def make_transport(standin: MatomoStandIn, token: str | None = WRITE_TOKEN, timeout: float = 2.0) -> HttpSender:
-    settings = Settings.from_env(
+def transport_settings(standin: MatomoStandIn, token: str | None = WRITE_TOKEN, timeout: float = 2.0) -> Settings:
+    return Settings.from_env(
         {}, endpoint=standin.url, site_id=1, token_auth=token, timeout=timeout, visitor_id_secret=SECRET
     )
-    return HttpSender(settings)
+
+
+def make_transport(standin: MatomoStandIn, token: str | None = WRITE_TOKEN, timeout: float = 2.0) -> HttpSender:
+    return HttpSender(transport_settings(standin, token, timeout))
 
 
 def hit(n: int = 0, site: int = 1) -> Hit:
@@ -199,6 +204,8 @@ def test_parse_invalid_with_indices() -> None:
         pytest.param(b'{"status":"success","tracked":"3"}', id="tracked-string"),
         pytest.param(b'{"tracked":1,"invalid":"1"}', id="invalid-string"),
         pytest.param(b'{"tracked":1,"invalid":1,"invalid_indices":3}', id="indices-not-list"),
+        pytest.param(b'{"tracked":-5}', id="negative-tracked"),
+        pytest.param(b'{"tracked":1,"invalid":-1}', id="negative-invalid"),
     ],
 )
 def test_parse_malformed(body: bytes) -> None:
@@ -247,15 +254,57 @@ OK = b'{"status":"success","tracked":3,"invalid":0}'
             200,
             b'{"tracked":0,"invalid":1}',
             True,
-            Verdict(Decision.REJECTED, invalid=1, refusal=Refusal.INVALID),
+            Verdict(Decision.REJECTED, invalid=1, refusal=Refusal.INVALID, unconfirmed=2),
             id="some-refused-none-tracked",
+        ),
+        pytest.param(200, b"<html>", True, Verdict(Decision.RETRY, malformed="not JSON"), id="malformed-is-retried"),
+        pytest.param(
+            200,
+            b'{"status":"success","tracked":0,"invalid":0}',
+            True,
+            Verdict(Decision.DELIVERED, unconfirmed=3),
+            id="nothing-confirmed",
         ),
         pytest.param(
             200,
-            b"<html>",
+            b'{"tracked":2,"invalid":0}',
             True,
-            Verdict(Decision.REJECTED, invalid=3, refusal=Refusal.MALFORMED, malformed="not JSON"),
-            id="malformed",
+            Verdict(Decision.DELIVERED, tracked=2, unconfirmed=1),
+            id="one-unconfirmed",
+        ),
+        pytest.param(
+            200,
+            b'{"tracked":1,"invalid":1}',
+            True,
+            Verdict(Decision.PARTIAL, tracked=1, invalid=1, refusal=Refusal.INVALID, unconfirmed=1),
+            id="partial-and-one-unconfirmed",
+        ),
+        pytest.param(
+            200,
+            b'{"tracked":-5,"invalid":0}',
+            True,
+            Verdict(Decision.RETRY, malformed="negative counts"),
+            id="negative-tracked",
+        ),
+        pytest.param(
+            200,
+            b'{"tracked":3,"invalid":-1}',
+            True,
+            Verdict(Decision.RETRY, malformed="negative counts"),
+            id="negative-invalid",
+        ),
+        pytest.param(
+            200,
+            b'{"tracked":3,"invalid":1}',
+            True,
+            Verdict(Decision.RETRY, malformed="counts for 4 hits, 3 sent"),
+            id="more-counted-than-sent",
+        ),
+        pytest.param(
+            200, b'{"tracked":3.0}', True, Verdict(Decision.RETRY, malformed="no 'tracked' count"), id="float-count"
+        ),
+        pytest.param(
+            200, b'{"tracked":true}', True, Verdict(Decision.RETRY, malformed="no 'tracked' count"), id="bool-count"
         ),
         pytest.param(403, OK, True, Verdict(Decision.REJECTED, invalid=3, refusal=Refusal.STATUS), id="403"),
         pytest.param(500, OK, True, Verdict(Decision.RETRY), id="500-rolled-back-whatever-the-body-says"),
@@ -369,26 +418,46 @@ def test_wrong_path_404_is_rejected_without_retry(
     assert_token_kept_secret(logs, standin)
 
 
-def test_malformed_200_answer_is_rejected_logged_and_not_retried(
+def test_malformed_200_answer_is_retried_until_the_deadline_and_names_the_endpoint(
     standin: MatomoStandIn, logs: pytest.LogCaptureFixture, fast_backoff: None
 ) -> None:
+    # Something answered, but what it stored cannot be told: the batch is sent again, as after a 5xx.
     standin.behaviour = Behaviour(body=b"<html><body>Welcome to nginx!</body></html>")
-    result = make_transport(standin).send([hit(1), hit(2)])
-    assert result.outcome is Outcome.REJECTED
-    assert (result.tracked, result.invalid, result.attempts) == (0, 2, 1)
+    result = make_transport(standin, timeout=0.5).send([hit(1), hit(2)])
+    assert result.outcome is Outcome.GAVE_UP
+    assert (result.tracked, result.invalid, result.unconfirmed) == (0, 0, 0)
+    assert (result.answered, result.status) == (True, 200)
+    assert result.attempts == len(standin.received) >= 3
+    [error] = errors(logs)  # rate-limited: once, however many attempts
+    message = error.getMessage()
+    assert f"{standin.url}/matomo.php did not answer as Matomo's bulk tracking API does (not JSON: " in message
+    assert "Welcome to nginx" in message
+    assert "is the endpoint the Matomo tracker URL?" in message
+    [warning] = warnings(logs)
+    assert "lost 2 hits" in warning.getMessage()
+    assert "still failed after" in warning.getMessage()
+    assert_token_kept_secret(logs, standin)
+
+
+def test_malformed_200_answer_without_retry_is_given_back_as_answered(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture
+) -> None:
+    standin.behaviour = Behaviour(body=b"<html><body>Welcome to nginx!</body></html>")
+    result = make_transport(standin).send([hit(1), hit(2)], retry=False)
+    assert (result.outcome, result.attempts, result.answered, result.status) == (Outcome.GAVE_UP, 1, True, 200)
+    assert (result.tracked, result.invalid, result.unconfirmed) == (0, 0, 0)
     assert len(standin.received) == 1
     [error] = errors(logs)
-    assert "did not answer as Matomo's bulk tracking API does" in error.getMessage()
-    assert "Welcome to nginx" in error.getMessage()
-    assert_token_kept_secret(logs, standin)
+    assert "is the endpoint the Matomo tracker URL?" in error.getMessage()
+    assert warnings(logs) == []  # the caller keeps the hits: nothing is lost yet
 
 
 def test_token_echoed_in_a_malformed_answer_is_masked(
     standin: MatomoStandIn, logs: pytest.LogCaptureFixture, fast_backoff: None
 ) -> None:
     standin.behaviour = Behaviour(body=f"error for token_auth={WRITE_TOKEN}".encode())
-    result = make_transport(standin).send([hit()])
-    assert result.outcome is Outcome.REJECTED
+    result = make_transport(standin).send([hit()], retry=False)
+    assert result.outcome is Outcome.GAVE_UP
     assert "***" in errors(logs)[0].getMessage()
     assert_token_kept_secret(logs, standin)
 
@@ -397,7 +466,7 @@ def test_token_echoed_across_the_snippet_cut_is_not_logged(
     standin: MatomoStandIn, logs: pytest.LogCaptureFixture, fast_backoff: None
 ) -> None:
     standin.behaviour = Behaviour(body=b"x" * 100 + WRITE_TOKEN.encode())
-    make_transport(standin).send([hit()])
+    make_transport(standin).send([hit()], retry=False)
     for record in logs.records:
         assert WRITE_TOKEN[:12] not in record.getMessage()
 
@@ -488,8 +557,7 @@ def test_retry_after_beyond_the_deadline_gives_up_at_once(
     standin.behaviour = Behaviour(status=503, retry_after="120")
     started = time.monotonic()
     result = make_transport(standin, timeout=2.0).send([hit()])
-    assert result.outcome is Outcome.GAVE_UP
-    assert result.attempts == 1
+    assert result == SendResult(Outcome.GAVE_UP, attempts=1, retry_after=120.0, answered=True, status=503)
     assert time.monotonic() - started < 0.5
     assert len(standin.received) == 1
 
@@ -533,6 +601,7 @@ def test_close_during_backoff_cancels_promptly(
     [result] = results
     assert result.outcome is Outcome.CANCELLED
     assert result.attempts == 1
+    assert result.answered is False
     assert_token_kept_secret(logs)
 
 
@@ -606,3 +675,115 @@ def test_a_plain_http_endpoint_loads_no_certificate_store() -> None:
     assert isinstance(context, ssl.SSLContext)
     assert context.cert_store_stats()["x509_ca"] == 0
     assert not HttpSender(settings)._client.follow_redirects
+
+
+# --- only what Matomo confirmed counts ------------------------------------------------------------------------------
+
+
+def make_pipeline(standin: MatomoStandIn, timeout: float = 2.0) -> Pipeline:
+    settings = transport_settings(standin, timeout=timeout)
+    return Pipeline(settings, sender=HttpSender(settings))
+
+
+def test_an_answer_that_confirms_nothing_leaves_every_hit_unconfirmed(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture
+) -> None:
+    standin.behaviour = Behaviour(body=b'{"status":"success","tracked":0,"invalid":0}')
+    pipeline = make_pipeline(standin)
+    result = pipeline.send([hit(1), hit(2), hit(3)])
+    assert result == SendResult(Outcome.DELIVERED, attempts=1, unconfirmed=3, answered=True, status=200)
+    assert len(standin.received) == 1  # not sent again: Matomo may have stored them
+    stats = pipeline.stats
+    assert (stats.tracked, stats.invalid, stats.unconfirmed, stats.lost, stats.batches) == (0, 0, 3, 0, 1)
+    [warning] = warnings(logs)
+    assert "accounted for 0 of 3 hits (tracked 0, invalid 0); the other 3 may or may not be recorded" in (
+        warning.getMessage()
+    )
+    assert errors(logs) == []
+    assert_token_kept_secret(logs, standin)
+
+
+def test_an_answer_that_confirms_part_of_the_batch_counts_only_that_part(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture
+) -> None:
+    standin.behaviour = Behaviour(body=b'{"status":"success","tracked":2,"invalid":0}')
+    pipeline = make_pipeline(standin)
+    result = pipeline.send([hit(1), hit(2), hit(3)])
+    assert (result.outcome, result.tracked, result.invalid, result.unconfirmed) == (Outcome.DELIVERED, 2, 0, 1)
+    assert (pipeline.stats.tracked, pipeline.stats.unconfirmed) == (2, 1)
+    [warning] = warnings(logs)
+    assert "accounted for 2 of 3 hits (tracked 2, invalid 0); the other 1 may or may not" in warning.getMessage()
+
+
+def test_negative_counts_are_a_malformed_answer_retried_and_never_counted(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture, fast_backoff: None
+) -> None:
+    standin.behaviour = Behaviour(body=b'{"status":"success","tracked":-5,"invalid":0}')
+    pipeline = make_pipeline(standin, timeout=0.4)
+    assert pipeline.deliver([hit(1), hit(2)]) is False
+    assert len(standin.received) >= 3  # sent again, as after a 5xx
+    stats = pipeline.stats
+    assert (stats.tracked, stats.invalid, stats.unconfirmed, stats.lost) == (0, 0, 0, 2)
+    [error] = errors(logs)
+    assert "did not answer as Matomo's bulk tracking API does (negative counts: " in error.getMessage()
+
+
+def test_counts_for_more_hits_than_were_sent_are_a_malformed_answer(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture
+) -> None:
+    standin.behaviour = Behaviour(body=b'{"status":"success","tracked":5,"invalid":0}')
+    pipeline = make_pipeline(standin)
+    result = pipeline.send([hit(1), hit(2)], retry=False)
+    assert result == SendResult(Outcome.GAVE_UP, attempts=1, answered=True, status=200)
+    assert (pipeline.stats.tracked, pipeline.stats.invalid, pipeline.stats.unconfirmed) == (0, 0, 0)
+    [error] = errors(logs)
+    assert "(counts for 5 hits, 2 sent: " in error.getMessage()
+
+
+class _Exaggerating:
+    """A sender whose counts cannot be true, as a faulty custom sender might report them."""
+
+    reaches_matomo = True
+
+    def send(self, hits: Sequence[Hit], *, retry: bool = True) -> SendResult:
+        return SendResult(Outcome.PARTIAL, tracked=-5, invalid=-1, unconfirmed=-2, attempts=1, answered=True)
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_pipeline_counters_never_go_negative() -> None:
+    pipeline = Pipeline(Settings.from_env({}, dry_run=True, visitor_id_secret=SECRET), sender=_Exaggerating())
+    pipeline.send([hit(1)])
+    stats = pipeline.stats
+    assert (stats.tracked, stats.invalid, stats.unconfirmed, stats.batches) == (0, 0, 0, 1)
+
+
+# --- answered or unreachable ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_a_retryable_status_is_an_answer(standin: MatomoStandIn, logs: pytest.LogCaptureFixture, status: int) -> None:
+    standin.behaviour = Behaviour(status=status)
+    result = make_transport(standin).send([hit()], retry=False)
+    assert result == SendResult(Outcome.GAVE_UP, attempts=1, answered=True, status=status)
+
+
+def test_a_500_until_the_deadline_is_an_answer(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture, fast_backoff: None
+) -> None:
+    standin.behaviour = Behaviour(status=500)
+    result = make_transport(standin, timeout=0.3).send([hit()])
+    assert (result.outcome, result.answered, result.status) == (Outcome.GAVE_UP, True, 500)
+    assert result.attempts == len(standin.received) >= 2
+
+
+def test_connection_refused_is_no_answer(standin: MatomoStandIn, logs: pytest.LogCaptureFixture) -> None:
+    standin.stop()
+    result = make_transport(standin).send([hit()], retry=False)
+    assert result == SendResult(Outcome.GAVE_UP, attempts=1, answered=False, status=0)
+
+
+def test_a_settled_batch_is_an_answer(standin: MatomoStandIn) -> None:
+    result = make_transport(standin).send([hit(1), hit(2)])
+    assert result == SendResult(Outcome.DELIVERED, tracked=2, attempts=1, answered=True, status=200)
