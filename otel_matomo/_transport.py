@@ -1,16 +1,19 @@
 """The HTTP sender: batches of hits POSTed to one ``matomo.php``, retried while a retry can help.
 
 What a body holds and what Matomo's answer means is ``_bulk``'s; this module adds the network (one reused
-``httpx.Client``, a deadline per batch, backoff) and says in the log what each verdict means to an operator.
+``httpx.Client``, a deadline per batch, backoff) and says in the log what each verdict means to an operator, and
+why Matomo could not be reached in words an operator acts on (refused, DNS, timeout, TLS), never with the URL.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import socket
+import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +38,14 @@ _ALL_REFUSED = {
     "server's IP blocked by Matomo's brute-force detection.",
 }
 """What a batch refused whole means, by who refused it: the lost count and the site id fill them in."""
+_CAUSES: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
+    ((httpx.TimeoutException, TimeoutError), "timed out"),
+    ((ConnectionRefusedError,), "connection refused"),
+    ((socket.gaierror,), "name does not resolve (DNS)"),
+    ((httpx.RemoteProtocolError,), "connection closed without an answer"),
+    ((ConnectionResetError,), "connection reset"),
+)
+"""Why a request got no answer, by the exception httpx raised or one it was raised from (TLS: see ``_cause``)."""
 
 
 @dataclass(frozen=True)
@@ -140,11 +151,13 @@ class HttpSender:
                 return SendResult(Outcome.CANCELLED, attempts=attempt)
             if isinstance(error, RuntimeError):
                 raise
+            cause = _cause(error)
             self._log.log(
                 logging.INFO,
-                "connect",
-                "otel-matomo could not reach Matomo at %s (%s); retrying",
+                f"connect-{cause}",
+                "otel-matomo could not reach Matomo at %s: %s (%s); retrying",
                 self._shown_endpoint,
+                cause,
                 type(error).__name__,
             )
             return _Retry()
@@ -241,6 +254,31 @@ class HttpSender:
         if self._token_auth:
             text = text.replace(self._token_auth, "***")  # before cutting, so no part of it survives
         return text[:200].replace("\n", " ").strip() or "empty body"
+
+
+def _cause(error: BaseException) -> str:
+    """Why a request got no answer, in words: what httpx raised or what it was raised from. Never the message
+    itself, which may carry the URL and with it a password."""
+    chain = list(_chain(error))
+    for types, cause in _CAUSES:
+        if any(isinstance(link, types) for link in chain):
+            return cause
+    for link in chain:
+        if isinstance(link, ssl.SSLError):
+            # verify_message ("self-signed certificate") or reason ("WRONG_VERSION_NUMBER"): OpenSSL's words.
+            detail = getattr(link, "verify_message", None) or str(link.reason or "").replace("_", " ").lower()
+            return f"TLS error ({detail})" if detail else "TLS error"
+    return "no answer"
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the exceptions it was raised from or during, each once."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
 
 
 def backoff(attempt: int) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -787,3 +788,49 @@ def test_connection_refused_is_no_answer(standin: MatomoStandIn, logs: pytest.Lo
 def test_a_settled_batch_is_an_answer(standin: MatomoStandIn) -> None:
     result = make_transport(standin).send([hit(1), hit(2)])
     assert result == SendResult(Outcome.DELIVERED, tracked=2, attempts=1, answered=True, status=200)
+
+
+# --- why Matomo could not be reached, in words ------------------------------------------------------------------
+
+
+def unreachable(endpoint: str, logs: pytest.LogCaptureFixture, timeout: float = 2.0) -> tuple[SendResult, str]:
+    """Send one hit to ``endpoint`` without retrying; the result and the one "could not reach" line."""
+    settings = Settings.from_env({}, endpoint=endpoint, site_id=1, token_auth=WRITE_TOKEN, timeout=timeout)
+    result = HttpSender(settings).send([hit()], retry=False)
+    [line] = [r.getMessage() for r in logs.records if "could not reach Matomo" in r.getMessage()]
+    return result, line
+
+
+def test_connection_refused_is_said_in_words_without_the_password(
+    standin: MatomoStandIn, logs: pytest.LogCaptureFixture
+) -> None:
+    standin.stop()
+    port = standin.url.rpartition(":")[2]
+    result, line = unreachable(f"http://tracker:pa55word@127.0.0.1:{port}/matomo.php", logs)
+    assert (result.outcome, result.answered) == (Outcome.GAVE_UP, False)
+    assert line == (
+        f"otel-matomo could not reach Matomo at http://127.0.0.1:{port}/matomo.php: connection refused (ConnectError);"
+        " retrying"
+    )
+    assert not [r for r in logs.records if "pa55word" in r.getMessage()]
+
+
+def test_a_name_that_does_not_resolve_is_said_in_words(logs: pytest.LogCaptureFixture) -> None:
+    # .invalid never resolves (RFC 6761), with or without a network.
+    result, line = unreachable("http://matomo.example.invalid/matomo.php", logs)
+    assert result.answered is False
+    assert ": name does not resolve (DNS) (ConnectError); retrying" in line
+
+
+def test_no_answer_within_the_deadline_is_said_in_words(standin: MatomoStandIn, logs: pytest.LogCaptureFixture) -> None:
+    standin.behaviour = Behaviour(delay=1.0)
+    result, line = unreachable(f"{standin.url}/matomo.php", logs, timeout=0.3)
+    assert (result.outcome, result.answered, result.status) == (Outcome.GAVE_UP, False, 0)
+    assert ": timed out (ReadTimeout); retrying" in line
+
+
+def test_a_tls_failure_is_said_in_words(standin: MatomoStandIn, logs: pytest.LogCaptureFixture) -> None:
+    # https to a plain-http port: the handshake fails before any HTTP is spoken.
+    result, line = unreachable(f"{standin.url.replace('http://', 'https://')}/matomo.php", logs)
+    assert result.answered is False
+    assert re.search(r": TLS error \([a-z ]+\) \(ConnectError\); retrying$", line), line
