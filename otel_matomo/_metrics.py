@@ -11,6 +11,7 @@ name                               instrument          unit      attributes
 ``otel_matomo.hits.invalid``       counter             ``{hit}``
 ``otel_matomo.hits.dropped``       counter             ``{hit}`` ``reason``: see :data:`DROP_REASONS`
 ``otel_matomo.export.retries``     counter             ``{retry}``
+``otel_matomo.spool.fallbacks``    counter             ``{fallback}``
 ``otel_matomo.export.duration``    histogram           ``s``     ``outcome``: delivered, partial, rejected ...
 ``otel_matomo.queue.length``       observable gauge    ``{hit}``
 =================================  ==================  ========  =============================================
@@ -101,6 +102,11 @@ class PipelineMetrics:
             unit="{retry}",
             description="Bulk requests sent again after a connection error, HTTP 408/425/429 or 5xx.",
         )
+        self._spool_fallbacks = meter.create_counter(
+            "otel_matomo.spool.fallbacks",
+            unit="{fallback}",
+            description="Times the spool could not be used and hits were kept in memory instead.",
+        )
         name, unit = "otel_matomo.export.duration", "s"
         description = "Duration of one export to Matomo, retries and backoff included."
         try:
@@ -130,6 +136,10 @@ class PipelineMetrics:
     def hits_invalid(self, count: int) -> None:
         """Matomo answered ``invalid: count`` (or refused a whole batch of ``count``)."""
         self._add(self._invalid, count, None)
+
+    def spool_fallback(self) -> None:
+        """The spool could not be used: hits go to memory until it can."""
+        self._add(self._spool_fallbacks, 1, None)
 
     def hits_dropped(self, reason: DropReason, count: int = 1) -> None:
         """``count`` requests produced no delivered hit, for ``reason`` (recorded by its value)."""

@@ -194,6 +194,36 @@ class Pipeline:
         """End any retry wait at once and release connections."""
         self._sender.close()
 
+    def matomo_accepts_a_probe(self) -> bool:
+        """Whether Matomo stores *some* hit now: one it validates but does not record (no ``rec=1``), sent
+        uncounted. Tells a Matomo that fails every request from one that refuses particular hits."""
+        probe = {"idsite": str(self.settings.site_id), "apiv": "1"}
+        return self._sender.send([probe], retry=False).outcome is Outcome.DELIVERED
+
+    def log_summary(self, name: str, *, waiting: int = 0, spooled: bool = False) -> None:
+        """One line at shutdown that accounts for every request: tracked, and what did not reach Matomo, by reason.
+
+        A warning when hits were lost or refused, so that it shows without any logging set up.
+        """
+        with self._lock:
+            requests, tracked, invalid, dropped = self._requests, self._tracked, self._invalid, dict(self._dropped)
+        listed = ", ".join(f"{reason.value} {count}" for reason, count in dropped.items() if count)
+        if waiting:
+            left = f"; {waiting} hits " + ("left in the spool for the next process" if spooled else "still waiting, lost")
+        else:
+            left = ""
+        lost = any(reason not in _POLICY for reason in dropped) or (waiting and not spooled)
+        _logger.log(
+            logging.WARNING if lost else logging.INFO,
+            "otel-matomo %s stopped: %d requests, %d hits tracked by Matomo, %d invalid; not sent: %s%s",
+            name,
+            requests,
+            tracked,
+            invalid,
+            listed or "none",
+            left,
+        )
+
     def _log_invalid_fact(self, fact: InvalidFact) -> None:
         # What is wrong, never the values: they may be personal (an order id, a content name).
         self._log.log(
@@ -210,6 +240,10 @@ class Pipeline:
         self._log.log(
             logging.WARNING, "malformed", "otel-matomo skipped %s it could not translate", what, exc_info=True
         )
+
+
+_POLICY = frozenset({DropReason.EXCLUDED, DropReason.OPTED_OUT, DropReason.SYNTHETIC, DropReason.SKIPPED})
+"""Requests left out on purpose (configuration, the visitor's opt-out, the application): no loss."""
 
 
 def _sender_for(settings: Settings) -> Sender:

@@ -8,7 +8,6 @@ why Matomo could not be reached in words an operator acts on (refused, DNS, time
 from __future__ import annotations
 
 import logging
-import random
 import socket
 import ssl
 import threading
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from otel_matomo import _retry
 from otel_matomo._bulk import Decision, Refusal, Verdict, encode_bulk, judge
 from otel_matomo._ratelimit import RateLimitedLog
 from otel_matomo._sending import Outcome, SendResult
@@ -27,7 +27,6 @@ from otel_matomo._settings import Settings
 from otel_matomo._types import Hit
 
 _logger = logging.getLogger("otel_matomo")
-_MAX_BACKOFF_S = 30.0
 _ALL_REFUSED = {
     Refusal.SITE: "otel-matomo lost %d hits: Matomo refused all of them although the token_auth is a Super User's: "
     "is idsite %d a site of this Matomo (OTEL_EXPORTER_MATOMO_SITE_ID)?",
@@ -107,7 +106,7 @@ class HttpSender:
                 return tried
             if not retry:
                 return self._gave_up(attempt, tried)
-            delay = tried.retry_after if tried.retry_after is not None else backoff(attempt)
+            delay = _retry.delay(attempt, tried.retry_after)
             if self._clock() + delay >= deadline:
                 self._log.log(
                     logging.WARNING,
@@ -279,8 +278,3 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
         seen.add(id(link))
         yield link
         link = link.__cause__ or link.__context__
-
-
-def backoff(attempt: int) -> float:
-    """Exponential backoff with jitter, as the OTLP exporters do: 1, 2, 4 ... seconds x [0.8, 1.2]."""
-    return float(min(2 ** (attempt - 1), _MAX_BACKOFF_S) * random.uniform(0.8, 1.2))

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import SpanKind, StatusCode
-from opentelemetry.util.types import Attributes
 
 from otel_matomo import _stop
 from otel_matomo._diagnostics import SpanDiagnostics, report_sdk_exporters
 from otel_matomo._names import traces_exporters
 from otel_matomo._pipeline import Pipeline
-from otel_matomo._request import http_request_from_span_data
 from otel_matomo._settings import Settings
-from otel_matomo._types import ExportStats, Hit, HttpRequest, RawHeaders
+from otel_matomo._spans import read_span
+from otel_matomo._types import ExportStats, Hit
 
-__all__ = ["MatomoSpanExporter", "read_span"]
+__all__ = ["MatomoSpanExporter"]
 
 if "matomo" in traces_exporters():
     # opentelemetry-instrument imports every configured exporter class before it builds any: this import is the
@@ -70,8 +68,11 @@ class MatomoSpanExporter(SpanExporter):
 
     def shutdown(self) -> None:
         """Stop at once any wait for a retry and release the HTTP connections."""
+        if self._shut_down:
+            return
         self._shut_down = True
         self._pipeline.close()
+        self._pipeline.log_summary("exporter")
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:  # noqa: ARG002 - the SDK's signature
         """Nothing is buffered here: each export is sent before it returns."""
@@ -80,32 +81,3 @@ class MatomoSpanExporter(SpanExporter):
     def translate(self, spans: Iterable[ReadableSpan]) -> list[Hit]:
         """The hits that :meth:`export` would send for ``spans``, without sending or counting them."""
         return self._pipeline.translate(spans, read_span, count=False).hits
-
-
-def read_span(span: ReadableSpan, raw_headers: RawHeaders | None = None) -> HttpRequest | None:
-    """The request an SDK server span recorded; ``None`` for other spans. A live span has no end yet.
-    ``raw_headers``: those ``otel_matomo.request_hook`` kept for the span (``MatomoSpanProcessor``)."""
-    if span.kind is not SpanKind.SERVER:
-        return None
-    context = span.context
-    events = span.events
-    return http_request_from_span_data(
-        name=span.name,
-        attributes=_plain(span.attributes),
-        start_ns=span.start_time or 0,
-        end_ns=span.end_time,
-        span_id=context.span_id if context is not None else 0,
-        events=[(event.name, event.timestamp, event.attributes or {}) for event in events] if events else (),
-        failed=span.status.status_code is StatusCode.ERROR,
-        raw_headers=raw_headers,
-    )
-
-
-def _plain(attributes: Attributes | None) -> Mapping[str, object]:
-    """The attributes as a plain dict: the SDK hands a read-only view of its ``BoundedAttributes``, whose every
-    lookup (and every miss, by a raised ``KeyError``) runs Python code; its ``copy()`` is one C-level dict copy."""
-    if not attributes:
-        return {}
-    copy = getattr(attributes, "copy", None)
-    plain = copy() if copy is not None else None
-    return plain if isinstance(plain, dict) else dict(attributes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import time
 from typing import Any
 
 from otel_matomo._settings import Settings
@@ -51,3 +52,46 @@ def http_request(**overrides: Any) -> HttpRequest:
         **overrides,
     }
     return HttpRequest(**fields)
+
+
+OTLP_UA = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15"
+)
+OTLP_VISITOR = "198.51.100.23"
+"""The visitor behind the proxy (``X-Forwarded-For``) in the OTLP spans below."""
+
+
+def otlp_server_span(
+    path: str = "/items/7", *, span_id: int = 1, kind: int = 2, route: str | None = "/items/:id"
+) -> dict[str, Any]:
+    """A Node.js-style HTTP server span (new conventions, captured headers as string arrays), started now."""
+    start = time.time_ns() - 50_000_000 + span_id * 1000  # distinct, increasing start times
+    attributes: list[dict[str, Any]] = [
+        {"key": "http.request.method", "value": {"stringValue": "GET"}},
+        {"key": "url.scheme", "value": {"stringValue": "https"}},
+        {"key": "url.path", "value": {"stringValue": path}},
+        {"key": "network.peer.address", "value": {"stringValue": "127.0.0.1"}},
+        {"key": "user_agent.original", "value": {"stringValue": OTLP_UA}},
+        {"key": "http.response.status_code", "value": {"intValue": "200"}},
+        {"key": "http.request.header.host", "value": {"arrayValue": {"values": [{"stringValue": "shop.example"}]}}},
+        {
+            "key": "http.request.header.x-forwarded-for",
+            "value": {"arrayValue": {"values": [{"stringValue": OTLP_VISITOR}]}},
+        },
+    ]
+    if route is not None:
+        attributes.append({"key": "http.route", "value": {"stringValue": route}})
+    return {
+        "traceId": "0af7651916cd43dd8448eb211c80319c",
+        "spanId": f"{span_id:016x}",
+        "name": f"GET {route or path}",
+        "kind": kind,
+        "startTimeUnixNano": str(start),
+        "endTimeUnixNano": str(start + 3_000_000),
+        "attributes": attributes,
+    }
+
+
+def otlp_payload(*spans: dict[str, Any], service: str = "shop") -> dict[str, Any]:
+    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]}
+    return {"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": list(spans)}]}]}

@@ -103,6 +103,13 @@ _GATEWAY_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
             "help": "time to deliver the queue at shutdown (default 10; OTEL_MATOMO_GATEWAY_DRAIN_TIMEOUT in ms)",
         },
     ),
+    (
+        "--spool-dir",
+        {
+            "metavar": "DIR",
+            "help": "hits stay on disk until Matomo has them, across restarts (OTEL_EXPORTER_MATOMO_SPOOL_DIR)",
+        },
+    ),
 )
 """``otel-matomo gateway``'s flags, each the keyword argument of ``run_gateway`` it is named after (``--max-body-size``
 is ``max_body_size``): one table, so that no flag is parsed and then not passed on."""

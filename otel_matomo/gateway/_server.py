@@ -1,9 +1,10 @@
 """The OTLP/HTTP traces receiver: an ASGI application, and ``otel-matomo gateway`` running it under uvicorn.
 
 Only ``POST /v1/traces`` exists. The request path does cheap and bounded work only (authenticate, read at most
-``max_body_size`` bytes, decompress under the same cap, decode, translate) and answers at once; Matomo is
-reached by the :class:`BackgroundSender`. Status codes follow the OTLP/HTTP specification, because they drive
-what the sender does: 400, 401, 413 and 415 are never retried, 429 and 503 are retried after ``Retry-After``.
+``max_body_size`` bytes, decompress under the same cap, decode, translate, store the hits in the delivery
+worker's buffer, on disk with a spool) and answers at once; Matomo is reached by the worker's threads. Status
+codes follow the OTLP/HTTP specification, because they drive what the sender does: 400, 401, 413 and 415 are
+never retried, 429 and 503 are retried after ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import logging
+import os
 import signal
 import threading
 from collections import Counter
@@ -21,11 +23,13 @@ from typing import Any
 import anyio.to_thread
 import uvicorn
 
+from otel_matomo._clock import SystemClock
 from otel_matomo._names import GATEWAY_ENV_PREFIX as ENV_PREFIX
 from otel_matomo._pipeline import Pipeline
 from otel_matomo._ratelimit import RateLimitedLog
 from otel_matomo._settings import Settings, is_loopback
 from otel_matomo._types import DropReason, ExportStats, Hit
+from otel_matomo._worker import Admission, DeliveryWorker
 from otel_matomo.gateway._config import GatewayConfig, matomo_settings
 from otel_matomo.gateway._otlp import (
     Encoding,
@@ -38,7 +42,6 @@ from otel_matomo.gateway._otlp import (
     status_body,
 )
 from otel_matomo.gateway._otlp_records import SPAN_KIND_SERVER, MalformedPayload, SpanRecord, TraceRequest
-from otel_matomo.gateway._sender import Admission, BackgroundSender
 
 _logger = logging.getLogger("otel_matomo.gateway")
 
@@ -65,26 +68,39 @@ class _Disconnected(Exception):
     """The client went away before its body arrived; there is no one to answer."""
 
 
+class _Site:
+    """One Matomo site: its pipeline (the exporter's translation and sending) and its delivery worker, whose
+    spool, when ``OTEL_EXPORTER_MATOMO_SPOOL_DIR`` is set, is the ``site-<id>`` folder in it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.pipeline = Pipeline(settings)
+        spool_dir = None if settings.spool_dir is None else os.path.join(settings.spool_dir, f"site-{settings.site_id}")
+        self.worker: DeliveryWorker[SpanRecord] = DeliveryWorker(
+            self.pipeline,
+            http_request_of,
+            clock=SystemClock(),
+            name=f"gateway (site {settings.site_id})",
+            spool_dir=spool_dir,
+        )
+
+
 class Gateway:
-    """The ASGI application: OTLP trace export requests in, Matomo hits queued for the background sender.
+    """The ASGI application: OTLP trace export requests in, Matomo hits stored for each site's delivery worker.
 
     ``settings`` are the ``OTEL_EXPORTER_MATOMO_*`` settings shared by every site; each Matomo site named in
     ``config.sites`` gets a copy with its own site id and its own :class:`Pipeline`, so translation and delivery
     are the exporter's, one code path. ``settings.site_id`` is the site of services the mapping does not name,
-    unless ``default_site`` is false: their spans are then rejected. The sender thread starts here; call
-    :meth:`close` (the ASGI lifespan shutdown does) to drain it.
+    unless ``default_site`` is false: their spans are then rejected. The workers start here; call :meth:`close`
+    (the ASGI lifespan shutdown does) to drain them.
     """
 
     def __init__(self, config: GatewayConfig, settings: Settings, *, default_site: bool = True) -> None:
         self.config = config
         site_ids = set(config.sites.values()) | ({settings.site_id} if default_site else set())
-        self._sites = {
-            site_id: Pipeline(dataclasses.replace(settings, site_id=site_id)) for site_id in sorted(site_ids)
-        }
+        self._sites = {site_id: _Site(dataclasses.replace(settings, site_id=site_id)) for site_id in sorted(site_ids)}
         self._by_service = {service: self._sites[site_id] for service, site_id in config.sites.items()}
         self._default = self._sites[settings.site_id] if default_site else None
         self._token = config.token.encode() if config.token is not None else None
-        self._sender = BackgroundSender(config.queue_size)
         self._log = RateLimitedLog(_logger)
         self._close_lock = threading.Lock()
         self._closed = False
@@ -92,35 +108,23 @@ class Gateway:
     @property
     def stats(self) -> dict[int, ExportStats]:
         """Running totals per Matomo site id."""
-        return {site_id: pipeline.stats for site_id, pipeline in self._sites.items()}
+        return {site_id: site.pipeline.stats for site_id, site in self._sites.items()}
 
     def close(self) -> None:
-        """Refuse new requests (503), deliver what is queued within the drain timeout, then stop; idempotent."""
+        """Refuse new requests (503), deliver what waits within the drain timeout, then stop, each site logging
+        its totals (what a spool keeps is delivered by the next start); idempotent."""
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
-        left = self._sender.close(self.config.drain_timeout, cancel=self._close_pipelines)
-        if left:
-            _logger.warning(
-                "otel-matomo gateway lost %d hits still queued after the %.1f s drain timeout",
-                left,
-                self.config.drain_timeout,
-            )
-        for site_id, stats in self.stats.items():
-            _logger.info(
-                "otel-matomo gateway, site %d: %d hits sent, %d tracked, %d invalid, %d lost, %d malformed spans",
-                site_id,
-                stats.requests,
-                stats.tracked,
-                stats.invalid,
-                stats.lost,
-                stats.malformed,
-            )
-
-    def _close_pipelines(self) -> None:
-        for pipeline in self._sites.values():
-            pipeline.close()
+        closing = [
+            threading.Thread(target=site.worker.close, args=(self.config.drain_timeout,), daemon=True)
+            for site in self._sites.values()
+        ]
+        for thread in closing:
+            thread.start()
+        for thread in closing:
+            thread.join(self.config.drain_timeout + 2.0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point."""
@@ -179,9 +183,9 @@ class Gateway:
         length = headers.get("content-length", "").strip()
         if length.isdigit() and int(length) > self.config.max_body_size:
             return self._too_large(encoding)
-        if self._sender.closing:
+        if self._closed:
             return _unavailable(encoding, 503, "the gateway is shutting down")
-        if not self._sender.accepting:
+        if any(site.worker.waiting >= self.config.queue_size for site in self._sites.values()):
             return _unavailable(encoding, 429, "the gateway's queue to Matomo is full")
         body = await _read_body(receive, self.config.max_body_size)
         if body is None:
@@ -204,22 +208,24 @@ class Gateway:
         except MalformedPayload as error:
             return _error(encoding, 400, StatusCode.INVALID_ARGUMENT, str(error))
         work, rejections = self._translate(request)
-        admission = self._sender.offer(work)
-        if admission is Admission.FULL:
-            return _unavailable(encoding, 429, "the gateway's queue to Matomo is full")
-        if admission is Admission.CLOSED:
-            return _unavailable(encoding, 503, "the gateway is shutting down")
+        # Stored (on disk, with a spool) before the answer: a 200 is a promise that a restart keeps.
+        for site, hits in work:
+            admission = site.worker.accept(hits, self.config.queue_size)
+            if admission is Admission.FULL:
+                return _unavailable(encoding, 429, "the gateway's queue to Matomo is full")
+            if admission is Admission.CLOSED:
+                return _unavailable(encoding, 503, "the gateway is shutting down")
         return _Answer(200, export_response(encoding, rejections), encoding.value)
 
-    def _translate(self, request: TraceRequest) -> tuple[list[tuple[Pipeline, list[Hit]]], Counter[str]]:
+    def _translate(self, request: TraceRequest) -> tuple[list[tuple[_Site, list[Hit]]], Counter[str]]:
         """Hits per site; only SERVER spans can be requests, and the resource's service.name picks the site."""
         rejections = Counter(request.rejections)
-        by_site: dict[int, tuple[Pipeline, list[SpanRecord]]] = {}
+        by_site: dict[int, tuple[_Site, list[SpanRecord]]] = {}
         for span in request.spans:
             if span.kind != SPAN_KIND_SERVER:
                 continue
-            pipeline = self._by_service.get(span.service_name or "", self._default)
-            if pipeline is None:
+            site = self._by_service.get(span.service_name or "", self._default)
+            if site is None:
                 service = span.service_name or "(none)"
                 rejections[f"SERVER spans from service.name {service!r}, which maps to no Matomo site"] += 1
                 self._log.log(
@@ -231,15 +237,16 @@ class Gateway:
                     ENV_PREFIX,
                 )
                 continue
-            by_site.setdefault(id(pipeline), (pipeline, []))[1].append(span)
-        work: list[tuple[Pipeline, list[Hit]]] = []
-        for pipeline, spans in by_site.values():
-            translation = pipeline.translate(spans, http_request_of)
-            malformed = translation.dropped.get(DropReason.MALFORMED, 0)
+            by_site.setdefault(id(site), (site, []))[1].append(span)
+        work: list[tuple[_Site, list[Hit]]] = []
+        for site, spans in by_site.values():
+            translation = site.pipeline.translate(spans, http_request_of)
+            # Invalid facts count as malformed too, but their spans were accepted (their page views are sent).
+            malformed = translation.dropped.get(DropReason.MALFORMED, 0) - translation.invalid_facts
             if malformed:
                 rejections["SERVER spans that could not be translated (the gateway logs why)"] += malformed
             if translation.hits:
-                work.append((pipeline, translation.hits))
+                work.append((site, translation.hits))
         return work, rejections
 
     def _too_large(self, encoding: Encoding) -> _Answer:
@@ -321,8 +328,13 @@ def run_gateway(
     max_body_size: int | None = None,
     queue_size: int | None = None,
     drain_timeout: float | None = None,
+    spool_dir: str | None = None,
 ) -> int:
-    """``otel-matomo gateway``: configure from the flags and the environment, serve, drain; the exit code."""
+    """``otel-matomo gateway``: configure from the flags and the environment, serve, drain; the exit code.
+
+    ``spool_dir`` (``--spool-dir``) overrides ``OTEL_EXPORTER_MATOMO_SPOOL_DIR``: with it, the hits of every
+    request answered 200 are on disk before the answer, and a restart delivers what the last run could not.
+    """
     config = GatewayConfig.from_env(
         host=host,
         port=port,
@@ -333,6 +345,8 @@ def run_gateway(
         drain_timeout=drain_timeout,
     )
     settings, default_site = matomo_settings(config.sites)
+    if spool_dir is not None:
+        settings = dataclasses.replace(settings, spool_dir=spool_dir)
     _logger.setLevel(logging.INFO)
     if config.token is None and not is_loopback(config.host):
         _logger.warning(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -16,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from otel_matomo._buffer import Batch, MemoryBuffer, SpoolBuffer
+from otel_matomo._buffer import Batch, MemoryBuffer
+from otel_matomo._spool import SpoolBuffer
 from otel_matomo._types import DropReason, Hit
 
 NOW = 1_800_000_000.0
@@ -192,11 +195,30 @@ def test_spool_never_drops_a_batch_in_flight(tmp_path: Path) -> None:
 
 def test_spool_drops_expired_hits_and_counts_them(tmp_path: Path) -> None:
     buffer = spool(tmp_path, max_hits=3, max_age=60)
-    buffer.add([hit(1, NOW - 120), hit(2, NOW - 30)], NOW - 100)
-    drops = buffer.add([hit(n) for n in range(3, 6)], NOW)
+    buffer.add([hit(1, NOW - 120)], NOW - 100)
+    buffer.add([hit(2, NOW - 30)], NOW - 50)  # the first has waited 50 s: kept
+    drops = buffer.add([hit(n) for n in range(3, 6)], NOW)  # the first has waited 100 s; then one too many
     assert drops.counts == {DropReason.EXPIRED: 1, DropReason.OUTAGE_BOUND: 1}
     assert numbers(buffer.peek(10, NOW)) == [3, 4, 5]
     buffer.close()
+
+
+def test_age_counts_from_when_a_hit_was_buffered_not_from_its_time(tmp_path: Path) -> None:
+    """A day-old span forwarded by the gateway is not expired on arrival: the bound is how long a hit waits."""
+    for buffer in (spool(tmp_path, max_age=60), MemoryBuffer(100, 10_000, 60)):
+        assert buffer.add([hit(1, NOW - 2 * 86_400)], NOW).counts == {}
+        assert buffer.add([], NOW + 61).counts == {DropReason.EXPIRED: 1}
+        buffer.close()
+
+
+def test_without_a_token_hits_older_than_matomo_accepts_are_dropped(tmp_path: Path) -> None:
+    """Matomo refuses a cdt older than 24 hours from a sender without a token."""
+    day = 86_400 - 60
+    for buffer in (SpoolBuffer(str(tmp_path), 100, 3600, LEASE, day), MemoryBuffer(100, 10_000, 3600, day)):
+        drops = buffer.add([hit(1, NOW - 86_400), hit(2, NOW - 60)], NOW)
+        assert drops.counts == {DropReason.EXPIRED: 1}
+        assert numbers(buffer.peek(10, NOW)) == [2]
+        buffer.close()
 
 
 def test_two_spools_on_one_directory_one_replays_at_a_time(tmp_path: Path) -> None:
@@ -324,18 +346,39 @@ def test_processes_sharing_a_spool_never_send_a_hit_twice_and_replay_one_at_a_ti
     assert len(spool(tmp_path)) == 0
 
 
-def test_a_killed_process_claims_are_taken_over_after_the_lease(tmp_path: Path) -> None:
+def test_a_killed_process_claims_are_taken_over_at_once_on_the_same_host(tmp_path: Path) -> None:
     context = _processes()
     process = context.Process(target=_claim_and_die, args=(str(tmp_path),))
     process.start()
     process.join(timeout=30)
     assert process.exitcode == 9
     survivor = spool(tmp_path)
-    assert survivor.peek(10, time.time()).hits == [], "the dead process's lease still runs"
-    taken = survivor.peek(10, time.time() + LEASE + 1)
-    assert numbers(taken) == [1, 2, 3]
+    taken = survivor.peek(10, time.time())
+    assert numbers(taken) == [1, 2, 3], "the owner's PID is gone: no need to wait for its lease"
     survivor.done(taken)
     assert len(survivor) == 0
+    survivor.close()
+
+
+def test_claims_of_a_process_on_another_host_wait_for_their_lease(tmp_path: Path) -> None:
+    survivor = spool(tmp_path)
+    survivor.add([hit(n) for n in range(1, 4)], NOW)
+    with sqlite3.connect(tmp_path / "otel-matomo-spool.sqlite3") as db:
+        db.execute("UPDATE hits SET owner = 'another-host:4242:0123abcd', lease_until = ?", (NOW + LEASE,))
+    assert survivor.peek(10, NOW).hits == [], "a process this host cannot see keeps its lease"
+    taken = survivor.peek(10, NOW + LEASE + 1)
+    assert numbers(taken) == [1, 2, 3]
+    survivor.close()
+
+
+def test_rows_of_an_earlier_process_with_this_pid_are_taken_over(tmp_path: Path) -> None:
+    """PID 1 in a container: the restarted process has the dead one's PID."""
+    survivor = spool(tmp_path)
+    survivor.add([hit(1)], NOW)
+    owner = f"{socket.gethostname()}:{os.getpid()}:deadbeef"
+    with sqlite3.connect(tmp_path / "otel-matomo-spool.sqlite3") as db:
+        db.execute("UPDATE hits SET owner = ?, lease_until = ?", (owner, NOW + LEASE))
+    assert numbers(survivor.peek(10, NOW)) == [1]
     survivor.close()
 
 

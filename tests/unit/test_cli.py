@@ -25,6 +25,7 @@ def test_every_gateway_flag_is_passed_on(monkeypatch: pytest.MonkeyPatch) -> Non
         "--max-body-size=1024",
         "--queue-size=50",
         "--drain-timeout=2.5",
+        "--spool-dir=/var/spool/otel-matomo",
     ]
 
     assert main(argv) == 7
@@ -37,6 +38,7 @@ def test_every_gateway_flag_is_passed_on(monkeypatch: pytest.MonkeyPatch) -> Non
             "max_body_size": 1024,
             "queue_size": 50,
             "drain_timeout": 2.5,
+            "spool_dir": "/var/spool/otel-matomo",
         }
     ]
 
@@ -47,5 +49,7 @@ def test_gateway_flags_left_out_are_none(monkeypatch: pytest.MonkeyPatch) -> Non
 
     assert main(["gateway"]) == 0
     assert received == [
-        dict.fromkeys(("host", "port", "token_file", "sites", "max_body_size", "queue_size", "drain_timeout"))
+        dict.fromkeys(
+            ("host", "port", "token_file", "sites", "max_body_size", "queue_size", "drain_timeout", "spool_dir")
+        )
     ]

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from otel_matomo import _pipeline as pipeline_module
-from otel_matomo import _transport as transport_module
+from otel_matomo import _retry as retry_module
 from otel_matomo._hits import RequestHits, request_hits
 from otel_matomo._settings import Settings
 from otel_matomo._types import HttpRequest
@@ -36,7 +36,7 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 @pytest.fixture
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transport_module, "backoff", lambda attempt: 0.05)
+    monkeypatch.setattr(retry_module, "backoff", lambda attempt: 0.05)
 
 
 def make_exporter(

@@ -638,10 +638,11 @@ def produce_gateway(variant: str, encoding: str) -> dict[str, Any]:
                     body, content_type = json.dumps(payload).encode(), "application/json"
                 else:
                     body, content_type = otlp_protobuf(payload), "application/x-protobuf"
-                hits = len(exporter.translate(source.spans))
+                hits = len([hit for hit in exporter.translate(source.spans) if _deliverable(hit, settings)])
                 status, answer = asyncio.run(_post(gateway, body, content_type))
                 assert status == 200, answer
-                matomo.wait(hits if settings.dry_run else min(hits, 1), dry_run=settings.dry_run)
+                if hits:
+                    matomo.wait(hits if settings.dry_run else 1, dry_run=settings.dry_run)
                 produced[name] = matomo.take()
         finally:
             gateway.close()
@@ -767,14 +768,28 @@ def test_exporter_output_is_the_golden_one(variant: str) -> None:
     assert json.dumps(produced) == json.dumps(golden)  # whatever the readable comparison does not look at
 
 
+def _deliverable(hit: dict[str, str], settings: Any) -> bool:
+    """Whether the gateway's buffer keeps ``hit``: without a token Matomo refuses a ``cdt`` older than 24 hours,
+    so such hits are dropped (``expired``) instead of sent."""
+    return settings.token_auth is not None or settings.dry_run or time.time() - int(hit["cdt"]) < 86_400 - 60
+
+
 @pytest.mark.parametrize("encoding", ["json", "protobuf"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_gateway_sends_the_golden_bodies(variant: str, encoding: str) -> None:
-    """The gateway is given each source's spans as one OTLP export request, and must POST what the exporter does."""
+    """The gateway is given each source's spans as one OTLP export request, and must POST what the exporter does
+    (but for hits Matomo would refuse for their age: the recorded spans are older than a day)."""
     golden = {
         name: {"batch": {"posts": source["batch"]["posts"], "dry_run_log": source["batch"]["dry_run_log"]}}
         for name, source in _golden()["output"][variant].items()
     }
+    if variant == "no_token":
+        hits = [
+            hit for source in _golden()["output"][variant].values() for span in source["spans"] for hit in span["hits"]
+        ]
+        assert hits, "the variant has hits"
+        assert not any(_deliverable(hit, _settings(variant)) for hit in hits), "every recorded span is a day old"
+        golden = {name: {"batch": {"posts": [], "dry_run_log": []}} for name in golden}
     produced = {name: {"batch": sent} for name, sent in produce_gateway(variant, encoding).items()}
     difference = first_difference(golden, produced, f"{variant} (gateway, OTLP/{encoding})")
     if difference:

@@ -26,7 +26,7 @@ from otel_matomo import REQUEST_HEADERS, MatomoSpanExporter, MatomoSpanProcessor
 from otel_matomo import _hooks as hooks
 from otel_matomo._names import HEADER_ATTRIBUTE_PREFIX
 from otel_matomo._request import decode_raw_headers
-from otel_matomo.exporter import read_span
+from otel_matomo._spans import read_span
 from tests.matomo_standin import WRITE_TOKEN, MatomoStandIn
 
 SECRET = "hooks-visitor-secret-0123456789"

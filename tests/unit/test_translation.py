@@ -164,7 +164,7 @@ def test_sdk_attributes_are_read_from_a_plain_copy() -> None:
     # The SDK's BoundedAttributes view runs Python code on every lookup; read_span reads a dict copy of it.
     from opentelemetry.attributes import BoundedAttributes
 
-    from otel_matomo.exporter import _plain
+    from otel_matomo._spans import _plain
 
     bounded = BoundedAttributes(attributes={"http.method": "GET", "http.request.header.host": ["a"]}, immutable=True)
     plain = _plain(MappingProxyType(bounded))  # type: ignore[arg-type]

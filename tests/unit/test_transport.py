@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from otel_matomo import _transport as transport_module
+from otel_matomo import _retry as retry_module
 from otel_matomo._bulk import (
     BulkAnswer,
     Decision,
@@ -45,7 +45,7 @@ TOKENS = (SUPERUSER_TOKEN, WRITE_TOKEN, SECURE_ONLY_TOKEN)
 
 @pytest.fixture
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transport_module, "backoff", lambda attempt: 0.05)
+    monkeypatch.setattr(retry_module, "backoff", lambda attempt: 0.05)
 
 
 @pytest.fixture
@@ -476,7 +476,7 @@ def test_matomo_down_retries_then_gives_up_within_the_deadline(
     standin: MatomoStandIn, logs: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backoff, timeout = 0.1, 0.6
-    monkeypatch.setattr(transport_module, "backoff", lambda attempt: backoff)
+    monkeypatch.setattr(retry_module, "backoff", lambda attempt: backoff)
     transport = make_transport(standin, timeout=timeout)
     standin.stop()
     started = time.monotonic()
@@ -586,7 +586,7 @@ def test_close_during_backoff_cancels_promptly(
         waiting.set()
         return 10.0
 
-    monkeypatch.setattr(transport_module, "backoff", long_backoff)
+    monkeypatch.setattr(retry_module, "backoff", long_backoff)
     transport = make_transport(standin, timeout=60.0)
     standin.stop()
     results = []
