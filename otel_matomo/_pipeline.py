@@ -208,10 +208,8 @@ class Pipeline:
         with self._lock:
             requests, tracked, invalid, dropped = self._requests, self._tracked, self._invalid, dict(self._dropped)
         listed = ", ".join(f"{reason.value} {count}" for reason, count in dropped.items() if count)
-        if waiting:
-            left = f"; {waiting} hits " + ("left in the spool for the next process" if spooled else "still waiting, lost")
-        else:
-            left = ""
+        fate = "left in the spool for the next process" if spooled else "still waiting, lost"
+        left = f"; {waiting} hits {fate}" if waiting else ""
         lost = any(reason not in _POLICY for reason in dropped) or (waiting and not spooled)
         _logger.log(
             logging.WARNING if lost else logging.INFO,
