@@ -43,9 +43,9 @@ class DurableBuffer:
         self._try_spool()
 
     @property
-    def spooling(self) -> bool:
-        """Whether hits go to disk now (``False`` while the spool is out of use)."""
-        return self._spool is not None
+    def in_memory(self) -> int:
+        """Hits kept in memory while the spool was out of use: those a stop would lose."""
+        return len(self._memory)
 
     def __len__(self) -> int:
         spooled = 0

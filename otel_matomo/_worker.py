@@ -319,11 +319,14 @@ class DeliveryWorker(Generic[R]):
 
     def _close_buffer(self) -> None:
         with self._lock:
-            left = self._waiting = len(self._buffer)
-            if left and self._spool_dir is None:
-                self._pipeline.count_dropped(DropReason.LOST, left)
-                _logger.warning("otel-matomo lost %d hits at shutdown: Matomo could not be reached in time", left)
-            self._buffer.close()
+            buffer = self._buffer
+            left = len(buffer)
+            volatile = buffer.in_memory if isinstance(buffer, DurableBuffer) else left
+            if volatile:
+                self._pipeline.count_dropped(DropReason.LOST, volatile)
+                _logger.warning("otel-matomo lost %d hits at shutdown: Matomo could not be reached in time", volatile)
+            self._waiting = left - volatile  # what stays in the spool for the next process
+            buffer.close()
 
 
 _DROP_MESSAGES = {

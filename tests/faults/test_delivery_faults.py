@@ -7,8 +7,12 @@ In process, real SDK spans, the loopback stand-in misbehaving on purpose.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -233,3 +237,56 @@ def test_a_hanging_matomo_at_shutdown_is_bounded_and_the_summary_accounts_for_ev
     assert len(summary) == 1, summary
     assert "5 requests" in summary[0]
     assert "lost 5" in summary[0] or "5 hits still waiting, lost" in summary[0], summary[0]
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a tiny file system that is full (a tmpfs of 512 KiB, filled up); needs root to mount."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    command = ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)]
+    done = subprocess.run(command, check=False, capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"a full disk needs a tmpfs mount (root): {done.stderr.decode().strip()}")
+    try:
+        spool = mount / "spool"
+        spool.mkdir()
+        filler = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            with suppress(OSError):
+                while True:
+                    os.write(filler, b"\0" * 4096)
+        finally:
+            os.close(filler)
+        yield spool
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_under_the_spool_falls_back_to_memory_and_loses_nothing(
+    standin: MatomoStandIn, processors: Processors, faults: list[FaultRow], full_disk: Path
+) -> None:
+    standin.stop()
+    processor = processors(spool_dir=str(full_disk))  # the application starts
+    app = App(processor)
+    for _ in range(30):  # 3000 requests in about 1.5 s
+        app.serve(100)
+        time.sleep(0.05)
+    wait_until(lambda: processor._worker.waiting == 3000, "every hit kept, in memory", timeout=30)
+    time.sleep(1)  # Matomo stays unreachable a while longer
+    standin.start()
+    recovered = time.monotonic()
+    wait_until(lambda: len(standin.tracked) >= 3000, "every hit delivered", timeout=60)
+    delivered, duplicated = _unique(standin)
+    faults.append(
+        FaultRow(
+            "spool on a full disk, Matomo down",
+            3000,
+            delivered,
+            duplicated,
+            {"lost": processor.stats.lost},
+            time.monotonic() - recovered,
+        )
+    )
+    assert delivered == 3000
+    assert processor.stats.lost == processor.stats.queue_full == 0
