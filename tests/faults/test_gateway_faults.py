@@ -89,3 +89,30 @@ def test_a_killed_gateway_with_a_spool_loses_nothing_it_answered_200_for(
     )
     assert sorted(hit["url"].rpartition("/")[2] for hit in standin.tracked) == [str(n) for n in range(1, REQUESTS + 1)]
     assert len(ids) == len(set(ids))
+
+
+def test_a_bare_matomo_event_through_the_gateway_never_fails_the_other_hits(
+    standin: MatomoStandIn, faults: list[FaultRow], tmp_path: Path
+) -> None:
+    """Another process's span event ``matomo.event`` without category or action: Matomo answers 500 to a bulk
+    request holding its hit, so it is dropped before it becomes one."""
+    port = free_port()
+    gateway = _gateway(standin, tmp_path, port)
+    try:
+        spans = [otlp_server_span(f"/page/{number}", span_id=number) for number in range(1, 6)]
+        spans[2]["events"] = [{"name": "matomo.event", "timeUnixNano": spans[2]["startTimeUnixNano"]}]
+        body = json.dumps(otlp_payload(*spans)).encode()
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/traces", content=body, headers={"content-type": "application/json"}
+        )
+        assert answer.status_code == 200
+        standin.wait_for_hits(5, timeout=30)
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        output, _ = gateway.communicate(timeout=30)
+    assert all(received.answer_status == 200 for received in standin.received)
+    assert not any(hit.get("ca") == "1" for hit in standin.tracked)
+    assert "malformed 1" in output, output[-2000:]
+    faults.append(
+        FaultRow("gateway: a bare matomo.event beside 5 page views", 6, len(standin.tracked), 0, {"malformed": 1})
+    )
