@@ -347,7 +347,8 @@ def run_gateway(
     settings, default_site = matomo_settings(config.sites)
     if spool_dir is not None:
         settings = dataclasses.replace(settings, spool_dir=spool_dir)
-    _logger.setLevel(logging.INFO)
+    # The gateway is a service: its start line and each site's totals at the end belong in its output.
+    logging.getLogger("otel_matomo").setLevel(logging.INFO)
     if config.token is None and not is_loopback(config.host):
         _logger.warning(
             "otel-matomo gateway listens on %s without a bearer token: anyone who can reach it can send fake "

@@ -42,13 +42,13 @@ def create_app(processor: MatomoSpanProcessor) -> FastAPI:
 
     @shop.get("/_outage/stats")
     def stats() -> dict[str, object]:
-        buffer = processor._buffer
+        buffer = processor._worker._buffer
         return {
             "pid": os.getpid(),
             "rss_kib": rss_kib(),
             "buffer": len(buffer),
             "buffer_bytes": getattr(buffer, "size_bytes", None),
-            "queue": len(processor._queue),
+            "queue": len(processor._worker._queue),
             "stats": dataclasses.asdict(processor.stats),
         }
 

@@ -232,4 +232,4 @@ def test_fastify_requests_become_the_exact_hits(
     _, gateway_process = gateway
     exit_code, log = _stop(gateway_process)
     assert exit_code == 0, log
-    assert f"site {SITE}: 6 hits sent, 6 tracked, 0 invalid, 0 lost, 0 malformed spans" in log
+    assert f"gateway (site {SITE}) stopped: 6 requests, 6 hits tracked by Matomo, 0 invalid; not sent: none" in log
