@@ -9,12 +9,26 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+_PRELUDE = """
+from otel_matomo import _stop
+
+
+class Component:
+    def __init__(self, says="flushed"):
+        self.says = says
+
+    def shutdown(self):
+        print(self.says, flush=True)
+"""
+"""Every script's start: an exporter or processor stand-in that prints when it is flushed."""
+
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` as a script of its own (a spawned multiprocessing worker imports its main module again)."""
+    """Run ``code`` after the prelude, as a script of its own (a spawned multiprocessing worker imports its main
+    module again)."""
     with tempfile.TemporaryDirectory() as directory:
         script = Path(directory) / "script.py"
-        script.write_text(textwrap.dedent(code))
+        script.write_text(_PRELUDE + textwrap.dedent(code))
         return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -22,11 +36,6 @@ def test_sigterm_with_its_default_action_flushes_then_dies_of_the_signal() -> No
     result = _run(
         """
         import os, signal
-        from otel_matomo import _stop
-
-        class Component:
-            def shutdown(self):
-                print("flushed", flush=True)
 
         component = Component()
         _stop.register(component)
@@ -43,16 +52,11 @@ def test_a_sigterm_handler_of_the_application_is_kept() -> None:
     result = _run(
         """
         import signal
-        from otel_matomo import _stop
 
         def mine(signum, frame):
             pass
 
         signal.signal(signal.SIGTERM, mine)
-
-        class Component:
-            def shutdown(self):
-                print("flushed", flush=True)
 
         component = Component()
         _stop.register(component)
@@ -67,15 +71,10 @@ def test_a_multiprocessing_worker_flushes_when_its_target_returns() -> None:
     result = _run(
         """
         import multiprocessing
-        from otel_matomo import _stop
-
-        class Component:
-            def shutdown(self):
-                print("flushed in worker", flush=True)
 
         def work():
             global component
-            component = Component()
+            component = Component("flushed in worker")
             _stop.register(component)
 
         if __name__ == "__main__":
@@ -92,11 +91,6 @@ def test_every_hook_may_fire_but_the_flush_runs_once_per_process() -> None:
     result = _run(
         """
         import atexit, os
-        from otel_matomo import _stop
-
-        class Component:
-            def shutdown(self):
-                print("flushed", flush=True)
 
         component = Component()
         _stop.register(component)
