@@ -401,3 +401,16 @@ def test_spool_len_counts_every_process_hits(tmp_path: Path, reopen: bool) -> No
     b.add([hit(2)], NOW)
     assert len(b) == 2
     b.close()
+
+
+def test_the_spool_is_private_to_its_user(tmp_path: Path) -> None:
+    """It holds visitor IPs and URLs: the directory is 0700 and the file 0600 (SQLite gives its -wal and -shm files
+    the database file's mode)."""
+    directory = tmp_path / "new" / "spool"
+    buffer = SpoolBuffer(str(directory), 100, 3600, LEASE)
+    buffer.add([hit(1)], NOW)
+    assert directory.stat().st_mode & 0o777 == 0o700
+    files = list(directory.iterdir())
+    assert files
+    assert all(path.stat().st_mode & 0o777 == 0o600 for path in files), [(p.name, oct(p.stat().st_mode)) for p in files]
+    buffer.close()
