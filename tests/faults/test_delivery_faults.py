@@ -290,3 +290,24 @@ def test_a_full_disk_under_the_spool_falls_back_to_memory_and_loses_nothing(
     )
     assert delivered == 3000
     assert processor.stats.lost == processor.stats.queue_full == 0
+
+
+def test_an_overloaded_matomo_is_waited_for_never_split(
+    standin: MatomoStandIn, processors: Processors, faults: list[FaultRow]
+) -> None:
+    """503 (or 429, 502, 504) is Matomo or a proxy overloaded or down, not a hit it refuses: the batch waits whole."""
+    standin.behaviour = Behaviour(status=503)
+    processor = processors(batch_size=50)
+    App(processor).serve(50)
+    wait_until(lambda: processor._worker._batches.failures >= 4, "Matomo answered 503 four times", timeout=30)
+    requests_while_down = len(standin.received)
+    standin.behaviour = Behaviour()
+    recovered = time.monotonic()
+    assert processor.force_flush(30_000)
+    delivered, duplicated = _unique(standin)
+    faults.append(
+        FaultRow("Matomo answers 503 for a while", 50, delivered, duplicated, {}, time.monotonic() - recovered)
+    )
+    assert delivered == 50
+    assert processor.stats.refused == 0
+    assert requests_while_down == processor.stats.batches - 1, "one request per attempt: no probe, no split"
