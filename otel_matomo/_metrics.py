@@ -23,12 +23,12 @@ import enum
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from importlib.metadata import PackageNotFoundError, version
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from otel_matomo._types import DropReason
+from otel_matomo._version import package_version
 
 METER_NAME = "otel_matomo"
 
@@ -61,13 +61,6 @@ def _call(length: Callable[[], int]) -> int | None:
         return None
 
 
-def _package_version() -> str:
-    try:
-        return version("otel-matomo")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0+unknown"
-
-
 def _text(value: object) -> str:
     return str(value.value) if isinstance(value, enum.Enum) else str(value)
 
@@ -80,7 +73,7 @@ class PipelineMetrics:
     """
 
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
-        meter = metrics.get_meter(METER_NAME, _package_version(), meter_provider=meter_provider)
+        meter = metrics.get_meter(METER_NAME, package_version(), meter_provider=meter_provider)
         self._sent = meter.create_counter(
             "otel_matomo.hits.sent", unit="{hit}", description="Hits sent to Matomo in bulk requests."
         )

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from otel_matomo._options import ConfigurationError
+from otel_matomo._version import package_version
 
 __all__ = ["main"]
 
@@ -19,6 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="otel-matomo",
         description="Server-side Matomo analytics from OpenTelemetry HTTP server spans.",
     )
+    parser.add_argument("--version", action="version", version=f"otel-matomo {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser(
         "demo",

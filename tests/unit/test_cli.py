@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import pytest
 
 import otel_matomo.gateway
@@ -53,3 +55,10 @@ def test_gateway_flags_left_out_are_none(monkeypatch: pytest.MonkeyPatch) -> Non
             ("host", "port", "token_file", "sites", "max_body_size", "queue_size", "drain_timeout", "spool_dir")
         )
     ]
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"otel-matomo {version('otel-matomo')}"
