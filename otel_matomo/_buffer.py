@@ -35,9 +35,6 @@ class Batch:
     keys: tuple[int, ...] = ()
     drops: Drops = field(default_factory=Drops)
 
-    def __len__(self) -> int:
-        return len(self.hits)
-
     def split(self) -> tuple[Batch, Batch]:
         """The first and the second half, in order (each keeps its hits' keys)."""
         middle = len(self.hits) // 2

@@ -110,11 +110,6 @@ class DeliveryWorker(Generic[R]):
         """Whether both threads run (they survive their own failures; they end only at :meth:`close`)."""
         return self._intake.is_alive() and self._sender.is_alive()
 
-    @property
-    def spool_dir(self) -> str | None:
-        """Where the spool is, when there is one."""
-        return self._spool_dir
-
     def offer(self, record: R) -> bool:
         """Queue one record for intake; never blocks, never raises. ``False`` (counted, logged) when full."""
         queue = self._queue
