@@ -71,9 +71,14 @@ SCHEME = ("url.scheme", "http.scheme")
 FULL_URL = ("http.url", "url.full")
 """The old name first: the path and query are read from it only when no convention recorded them apart."""
 STATUS = ("http.response.status_code", "http.status_code")
-PEER_ADDRESS = ("network.peer.address", "net.sock.peer.addr", "net.peer.ip", "client.address")
-"""The socket peer. Node's ``client.address`` comes from the left-most X-Forwarded-For entry, which the visitor
-writes, so it is the last resort; ``net.sock.peer.addr`` is Java agent 1.x and Go otelhttp < 0.50."""
+PEER_ADDRESS = ("network.peer.address", "net.sock.peer.addr", "net.peer.ip")
+"""The socket peer; ``net.sock.peer.addr`` is Java agent 1.x and Go otelhttp < 0.50."""
+CLIENT_ADDRESS = "client.address"
+"""The visitor behind any proxies, by the conventions: Node.js, Java and Go take it from the left-most
+X-Forwarded-For entry, which the visitor writes. Read only from instrumentations under ``SOCKET_SCOPE_PREFIX``."""
+SOCKET_SCOPE_PREFIX = "opentelemetry.instrumentation."
+"""OpenTelemetry Python's instrumentations, whose HTTP servers set ``client.address`` (and no
+``network.peer.address``) from the connection, as the server reports it."""
 USER_AGENT = ("user_agent.original", "http.user_agent")
 RESPONSE_SIZE = ("http.response.body.size", "http.response_content_length")
 SERVER_ADDRESS = ("server.address", "http.host", "net.host.name")

@@ -33,13 +33,15 @@ def http_request_from_span_data(
     *,
     failed: bool = False,
     raw_headers: RawHeaders | None = None,
+    scope: str = "",
 ) -> HttpRequest | None:
     """Build the request view of one SERVER span; ``None`` when the span carries no HTTP request.
 
     Span kind is the caller's business: the exporter and the gateway read it from different structures.
     ``failed`` is the span's ERROR status: an unhandled exception can end a span before any status code was
     recorded (Starlette's instrumentation does), and the visitor then got a 500. ``raw_headers`` are those
-    ``otel_matomo.request_hook`` kept instead of OpenTelemetry's header capture.
+    ``otel_matomo.request_hook`` kept instead of OpenTelemetry's header capture. ``scope`` names the
+    instrumentation that recorded the span, which tells where its ``client.address`` comes from.
     """
     method = _text(attributes, *names.METHOD)
     scheme = (_text(attributes, *names.SCHEME) or "http").lower()
@@ -70,7 +72,7 @@ def http_request_from_span_data(
         scheme=scheme,
         host=headers.get("host") or _host(attributes),
         headers=headers,
-        peer_address=_text(attributes, *names.PEER_ADDRESS),
+        peer_address=_text(attributes, *names.PEER_ADDRESS) or _socket_client(attributes, scope),
         user_agent=_text(attributes, *names.USER_AGENT) or headers.get("user-agent"),
         user_id=_text(attributes, *names.USER_IDS),
         synthetic_type=_text(attributes, names.SYNTHETIC_TYPE),
@@ -84,6 +86,12 @@ def http_request_from_span_data(
         span_id=span_id,
         attributes=attributes,
     )
+
+
+def _socket_client(attributes: Attributes, scope: str) -> str | None:
+    """``client.address`` when the instrumentation took it from the connection, as OpenTelemetry Python's do;
+    elsewhere it is the left-most X-Forwarded-For entry, which the visitor chooses, so it is never read."""
+    return _text(attributes, names.CLIENT_ADDRESS) if scope.startswith(names.SOCKET_SCOPE_PREFIX) else None
 
 
 @text_cache(maxsize=1024)  # an application has a few dozen routes

@@ -28,6 +28,7 @@ def read_span(span: ReadableSpan, raw_headers: RawHeaders | None = None) -> Http
         events=[(event.name, event.timestamp, event.attributes or {}) for event in events] if events else (),
         failed=span.status.status_code is StatusCode.ERROR,
         raw_headers=raw_headers,
+        scope=span.instrumentation_scope.name if span.instrumentation_scope is not None else "",
     )
 
 

@@ -81,7 +81,14 @@ def http_request_of(span: SpanRecord) -> HttpRequest | None:
     if span.kind != SPAN_KIND_SERVER:
         return None
     return http_request_from_span_data(
-        span.name, span.attributes, span.start_ns, span.end_ns, span.span_id, span.events, failed=span.failed
+        span.name,
+        span.attributes,
+        span.start_ns,
+        span.end_ns,
+        span.span_id,
+        span.events,
+        failed=span.failed,
+        scope=span.scope,
     )
 
 

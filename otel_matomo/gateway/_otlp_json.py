@@ -46,9 +46,10 @@ def decode_json(body: bytes) -> TraceRequest:
         except Unusable:
             raise MalformedPayload(f"{where}.resource.attributes is not a list of key/value objects") from None
         for j, scope_spans in enumerate(_objects(resource_spans, "scopeSpans", where)):
+            scope = _json_scope(scope_spans.get("scope"))
             for span in _objects(scope_spans, "spans", f"{where}.scopeSpans[{j}]"):
                 try:
-                    decoded.spans.append(_json_span(span, resource))
+                    decoded.spans.append(_json_span(span, resource, scope))
                 except Unusable as unusable:
                     decoded.rejections[unusable.reason] += 1
     return decoded
@@ -63,7 +64,13 @@ def _objects(container: dict[str, object], key: str, where: str) -> list[dict[st
     return value
 
 
-def _json_span(span: dict[str, object], resource: dict[str, object]) -> SpanRecord:
+def _json_scope(scope: object) -> str:
+    """The instrumentation scope's name; an unusable one is no name, which only makes ``client.address`` unread."""
+    name = scope.get("name") if isinstance(scope, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def _json_span(span: dict[str, object], resource: dict[str, object], scope: str) -> SpanRecord:
     name = span.get("name", "")
     return record(
         name=name if isinstance(name, str) else "",
@@ -75,6 +82,7 @@ def _json_span(span: dict[str, object], resource: dict[str, object]) -> SpanReco
         resource=resource,
         events=_json_events(span.get("events")),
         failed=_json_failed(span.get("status")),
+        scope=scope,
     )
 
 

@@ -41,6 +41,7 @@ def decode_protobuf(body: bytes) -> TraceRequest:
                                 if event.name.startswith(ATTRIBUTE_PREFIX)
                             ),
                             failed=span.status.code == STATUS_ERROR,
+                            scope=scope_spans.scope.name,
                         )
                     )
                 except Unusable as unusable:

@@ -43,6 +43,9 @@ class SpanRecord:
     decoders keep no other event, since exception events and the like would only cost memory."""
     failed: bool = False
     """The span's status is ERROR."""
+    scope: str = ""
+    """The name of the instrumentation scope that recorded the span: it says where ``client.address`` comes
+    from."""
 
     @property
     def service_name(self) -> str | None:
@@ -79,6 +82,7 @@ def record(
     resource: dict[str, object],
     events: tuple[SpanEvent, ...] = (),
     failed: bool = False,
+    scope: str = "",
 ) -> SpanRecord:
     """Checks shared by both encodings: what a hit cannot do without."""
     if len(span_id) != 8 or not any(span_id):
@@ -96,4 +100,5 @@ def record(
         resource=resource,
         events=events,
         failed=failed,
+        scope=scope,
     )

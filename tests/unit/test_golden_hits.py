@@ -569,7 +569,10 @@ def otlp_json(spans: tuple[ReadableSpan, ...]) -> dict[str, Any]:
             item["parentSpanId"] = f"{span.parent.span_id:016x}"
         encoded.append(item)
     resource = spans[0].resource.attributes if spans else {}
-    return {"resourceSpans": [{"resource": {"attributes": _key_values(resource)}, "scopeSpans": [{"spans": encoded}]}]}
+    # Every source's spans come from one instrumentation, whose name the gateway reads as an SDK would send it.
+    scope = {"name": spans[0].instrumentation_scope.name} if spans and spans[0].instrumentation_scope else {}
+    scope_spans = {"scope": scope, "spans": encoded}
+    return {"resourceSpans": [{"resource": {"attributes": _key_values(resource)}, "scopeSpans": [scope_spans]}]}
 
 
 def otlp_protobuf(payload: dict[str, Any]) -> bytes:

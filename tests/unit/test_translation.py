@@ -65,7 +65,12 @@ def _uri_component(text: str) -> str:
 
 def _request(span: dict[str, Any]) -> HttpRequest:
     request = http_request_from_span_data(
-        span["name"], span["attributes"], span["start_time"], span["end_time"], int(span["span_id"], 16)
+        span["name"],
+        span["attributes"],
+        span["start_time"],
+        span["end_time"],
+        int(span["span_id"], 16),
+        scope=span["scope"],
     )
     assert request is not None
     return request
