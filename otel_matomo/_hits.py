@@ -11,14 +11,19 @@ from urllib.parse import quote
 
 from otel_matomo import _names as names
 from otel_matomo._cache import text_cache, text_length
-from otel_matomo._policy import client_ip, forwarded_origin, is_event, mask_ip, redact_query, redact_url
+from otel_matomo._caps import UADATA_CAP, fit_values
+from otel_matomo._policy import client_address, forwarded_origin, is_event, mask_ip, redact_query, redact_url
 from otel_matomo._settings import Settings
-from otel_matomo._types import Hit, HttpRequest
+from otel_matomo._types import Adjustment, Hit, HttpRequest
 from otel_matomo._visitor import visitor_id
 
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 _NUMERIC = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII)
 _BRAND = re.compile(r'"((?:[^"\\]|\\.)*)"\s*;\s*v\s*=\s*"((?:[^"\\]|\\.)*)"')
+_SKEW = 60
+"""Seconds a hit's time may be ahead of this clock (the span's host keeps its own) before it is clamped."""
+_OLDEST = 20 * 365 * 86_400 - 86_400
+"""Matomo takes ``cdt`` from the last 20 years only (older is "now" to it); a day less, for hits that wait."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +41,16 @@ class InvalidFact:
 
 @dataclass(frozen=True, slots=True)
 class RequestHits:
-    """What one request becomes: its hits, and the tracked facts left out because Matomo cannot take them."""
+    """What one request becomes: its hits, the tracked facts left out because Matomo cannot take them, and what
+    was changed in the hits so that Matomo records them."""
 
     hits: list[Hit]
     invalid: tuple[InvalidFact, ...] = ()
+    adjusted: tuple[Adjustment, ...] = ()
+    """One item per hit and kind of change (a hit cut and clamped counts under both)."""
 
 
-def request_hits(request: HttpRequest, settings: Settings) -> RequestHits:
+def request_hits(request: HttpRequest, settings: Settings, now: float | None = None) -> RequestHits:
     """The request's hit, then one hit per valid fact the application tracked, in the order it tracked them.
 
     Every extra hit shares the request's visitor (id, IP, user agent, language, user id) and URL, carries its own
@@ -51,25 +59,31 @@ def request_hits(request: HttpRequest, settings: Settings) -> RequestHits:
     A fact Matomo cannot take (see ``_RULES``) is left out and named in the result: one such hit in a bulk request
     makes Matomo answer HTTP 500 to the whole request, so it would take the request's page view and every other
     hit of the batch with it. ``otel_matomo.tracking`` refuses such facts, but span events from another process
-    (through the OTLP gateway) are not checked before they get here.
+    (through the OTLP gateway) are not checked before they get here. ``now`` (Unix seconds, the clock by default)
+    bounds the hits' times.
     """
-    main = request_hit(request, settings)
+    now = time.time() if now is None else now
+    main, shared_adjusted, adjusted = _request_hit(request, settings, now)
     if not request.tracking.facts:
-        return RequestHits([main])
+        return RequestHits([main], (), adjusted)
     shared = {key: value for key, value in main.items() if key in _SHARED or key.startswith(_DIMENSION)}
     hits = [main]
     invalid = []
+    adjusted_facts: list[Adjustment] = []
     for index, fact in enumerate(request.tracking.facts, start=1):
         parameters = _pick(fact.attributes, _FACT_PARAMETERS[fact.kind])
         wrong = _invalid_fact(fact.kind, parameters)
         if wrong is not None:
             invalid.append(wrong)
             continue
+        seconds, clamped = _seconds(fact.time_ns, now)
+        cut = fit_values(parameters, _FACT_CAPPED)
+        adjusted_facts.extend(_adjustments(shared_adjusted, cut, clamped))
         hits.append(
             {
                 **shared,
                 "rand": f"{main['rand']}-{index}",
-                "cdt": str(fact.time_ns // 1_000_000_000),
+                "cdt": str(seconds),
                 # ca=1 marks a hit that is no page view, but Matomo 5 answers HTTP 500 for a goal or ecommerce hit
                 # that carries it ("meant for a plugin which is no longer activated"), failing the whole batch.
                 **({} if fact.kind in _CONVERSIONS else {"ca": "1"}),
@@ -78,15 +92,22 @@ def request_hits(request: HttpRequest, settings: Settings) -> RequestHits:
                 **parameters,
             }
         )
-    return RequestHits(hits, tuple(invalid))
+    return RequestHits(hits, tuple(invalid), adjusted + tuple(adjusted_facts))
 
 
-def request_hit(request: HttpRequest, settings: Settings) -> Hit:
+def request_hit(request: HttpRequest, settings: Settings, now: float | None = None) -> Hit:
     """The hit one HTTP request becomes: a page view, or an event for routes listed in ``event_routes``."""
-    ip = client_ip(request, settings.trusted_proxies, settings.forwarded_header)
-    day = (
-        time.strftime("%Y-%m-%d", time.gmtime(request.start_ns // 1_000_000_000)) if settings.daily_visitor_id else None
-    )
+    return _request_hit(request, settings, time.time() if now is None else now)[0]
+
+
+def _request_hit(
+    request: HttpRequest, settings: Settings, now: float
+) -> tuple[Hit, tuple[Adjustment, ...], tuple[Adjustment, ...]]:
+    """The request's hit, what was changed in the part of it every fact hit shares, and in the hit itself."""
+    address = client_address(request, settings.trusted_proxies, settings.forwarded_header)
+    ip = address.address
+    seconds, clamped = _seconds(request.start_ns, now)
+    day = time.strftime("%Y-%m-%d", time.gmtime(seconds)) if settings.daily_visitor_id else None
     hit: Hit = {
         "idsite": str(settings.site_id),
         "rec": "1",
@@ -99,8 +120,27 @@ def request_hit(request: HttpRequest, settings: Settings) -> Hit:
         "cid": visitor_id(settings.visitor_id_secret, ip, request.user_agent, day),
         "url": page_url(request, settings),
         # Matomo reads cdt as whole UTC seconds; the request's start is when the visitor acted.
-        "cdt": str(request.start_ns // 1_000_000_000),
+        "cdt": str(seconds),
     }
+    own = _action(request, settings, hit)
+    dimensions = _dimensions(request, settings) if settings.dimensions or request.tracking.dimensions else {}
+    hit.update(dimensions)
+    hints_left_out = _visitor(request, settings, hit)
+    # Matomo refuses cip without a token that may write to the site; without cip it records our own IP.
+    if ip and settings.token_auth is not None:
+        hit["cip"] = mask_ip(ip, settings.anonymize_ip)
+    if settings.track_bots:
+        hit["bots"] = "1"
+    if request.response_size is not None:
+        hit["bw_bytes"] = str(request.response_size)
+    cut = fit_values(hit, _SHARED_CAPPED) | fit_values(hit, dimensions) | hints_left_out
+    shared = _adjustments((Adjustment.FORWARDED_MALFORMED,) if address.malformed else (), cut, clamped=False)
+    return hit, shared, _adjustments(shared, fit_values(hit, own), clamped)
+
+
+def _action(request: HttpRequest, settings: Settings, hit: Hit) -> tuple[str, ...]:
+    """Add what the visitor did to ``hit`` (a page view, or an event for ``event_routes``); the capped parameters
+    it may have set."""
     duration = request.duration_ns
     # A request tracked at its start has no duration yet: no server time rather than a false zero.
     server_ms = None if duration is None else str(round(duration / 1_000_000))
@@ -110,38 +150,56 @@ def request_hit(request: HttpRequest, settings: Settings) -> Hit:
         hit.update(e_n=request.path)
         if server_ms is not None:
             hit["e_v"] = server_ms
-    else:
-        hit["action_name"] = app.page_title or action_name(request, settings)
-        if server_ms is not None:
-            hit["pf_srv"] = server_ms
-        if app.search_keyword is not None:
-            hit.update(search=app.search_keyword, search_cat=app.search_category or "")
-            if app.search_count is not None:
-                hit["search_count"] = str(app.search_count)
-        if app.product:
-            hit.update({_PRODUCT[part]: value for part, value in app.product.items()})
-    if settings.dimensions or app.dimensions:
-        hit.update(_dimensions(request, settings))
+        return _EVENT_CAPPED
+    hit["action_name"] = app.page_title or action_name(request, settings)
+    if server_ms is not None:
+        hit["pf_srv"] = server_ms
+    if app.search_keyword is None and not app.product:
+        return _PAGE_CAPPED
+    if app.search_keyword is not None:
+        hit.update(search=app.search_keyword, search_cat=app.search_category or "")
+        if app.search_count is not None:
+            hit["search_count"] = str(app.search_count)
+    hit.update({_PRODUCT[part]: value for part, value in app.product.items()})
+    return _TRACKED_PAGE_CAPPED
+
+
+def _visitor(request: HttpRequest, settings: Settings, hit: Hit) -> bool:
+    """Add who the visitor is, as their browser says, to ``hit``; whether client hints too long to keep whole
+    (JSON, which a cut would break) were left out."""
     headers = request.headers
     if request.referrer:
         hit["urlref"] = redact_url(request.referrer, settings.redact_query_params)
     if request.user_agent:
         hit["ua"] = request.user_agent
+    left_out = False
     # Most requests (all but Chromium's) carry no hint: one test of the header names before reading six headers.
     if not _HINTS.isdisjoint(headers) and (uadata := _client_hints(tuple(map(headers.get, names.CLIENT_HINT_HEADERS)))):
-        hit["uadata"] = uadata
+        left_out = len(uadata) > UADATA_CAP
+        if not left_out:
+            hit["uadata"] = uadata
     if request.accept_language:
         hit["lang"] = request.accept_language
     if request.user_id:
         hit["uid"] = request.user_id
-    # Matomo refuses cip without a token that may write to the site; without cip it records our own IP.
-    if ip and settings.token_auth is not None:
-        hit["cip"] = mask_ip(ip, settings.anonymize_ip)
-    if settings.track_bots:
-        hit["bots"] = "1"
-    if request.response_size is not None:
-        hit["bw_bytes"] = str(request.response_size)
-    return hit
+    return left_out
+
+
+def _seconds(time_ns: int, now: float) -> tuple[int, bool]:
+    """A hit's ``cdt``: whole UTC seconds of ``time_ns``, or ``now`` (and ``True``) when it is in the future or
+    older than Matomo takes: it would replace it with its own "now" anyway, and a bogus time (0, the year 2554)
+    would put the hit in the wrong day's visitor id and buffer age."""
+    seconds = time_ns // 1_000_000_000
+    if now - _OLDEST < seconds <= now + _SKEW:
+        return seconds, False
+    return int(now), True
+
+
+def _adjustments(shared: tuple[Adjustment, ...], cut: bool, clamped: bool) -> tuple[Adjustment, ...]:
+    """One hit's changes: those of the part every hit of the request shares, then its own."""
+    if cut and Adjustment.TRUNCATED not in shared:
+        shared = (*shared, Adjustment.TRUNCATED)
+    return (*shared, Adjustment.TIME_CLAMPED) if clamped else shared
 
 
 def _dimensions(request: HttpRequest, settings: Settings) -> dict[str, str]:
@@ -152,8 +210,7 @@ def _dimensions(request: HttpRequest, settings: Settings) -> dict[str, str]:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value):
             values[dimension_id] = str(value)
     values.update(request.tracking.dimensions)
-    # Matomo cuts dimension values to 250 characters.
-    return {f"{_DIMENSION}{dimension_id}": value[:250] for dimension_id, value in values.items()}
+    return {f"{_DIMENSION}{dimension_id}": value for dimension_id, value in values.items()}
 
 
 _FACT_PARAMETERS: dict[str, dict[str, str]] = {
@@ -233,6 +290,13 @@ def _pick(attributes: Mapping[str, object], parameters: Mapping[str, str]) -> Hi
 _SHARED = frozenset({"idsite", "rec", "apiv", "cid", "url", "urlref", "ua", "uadata", "lang", "uid", "cip", "bots"})
 """The visitor and page parameters of the request's hit that every fact hit of the request copies (with its
 ``dimension<ID>``)."""
+_SHARED_CAPPED = ("url", "urlref", "ua", "lang", "uid")
+"""The capped parameters (``_caps``) among those every fact hit of a request shares (dimensions aside)."""
+_PAGE_CAPPED = ("action_name",)
+_TRACKED_PAGE_CAPPED = ("action_name", "search", "search_cat", "_pks", "_pkn", "_pkc")
+_EVENT_CAPPED = ("e_c", "e_a", "e_n")
+_FACT_CAPPED = ("e_c", "e_a", "e_n", "c_n", "c_p", "c_t", "ec_id")
+"""The capped parameters each kind of hit may have besides the shared ones."""
 _CONVERSIONS = frozenset({names.GOAL, names.ORDER, names.CART_UPDATE})
 """Facts Matomo records as conversions (``idgoal``), which must not carry ``ca=1``."""
 _ECOMMERCE = frozenset({names.ORDER, names.CART_UPDATE})

@@ -10,6 +10,7 @@ name                               instrument          unit      attributes
 ``otel_matomo.hits.tracked``       counter             ``{hit}``
 ``otel_matomo.hits.invalid``       counter             ``{hit}``
 ``otel_matomo.hits.dropped``       counter             ``{hit}`` ``reason``: see :data:`DROP_REASONS`
+``otel_matomo.hits.adjusted``      counter             ``{hit}`` ``reason``: see :data:`ADJUSTMENTS`
 ``otel_matomo.export.retries``     counter             ``{retry}``
 ``otel_matomo.spool.fallbacks``    counter             ``{fallback}``
 ``otel_matomo.export.duration``    histogram           ``s``     ``outcome``: delivered, partial, rejected ...
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterable
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
-from otel_matomo._types import DropReason
+from otel_matomo._types import Adjustment, DropReason
 from otel_matomo._version import package_version
 
 METER_NAME = "otel_matomo"
@@ -35,6 +36,9 @@ METER_NAME = "otel_matomo"
 DROP_REASONS: tuple[str, ...] = tuple(reason.value for reason in DropReason)
 """The ``reason`` values of ``otel_matomo.hits.dropped``: those of :class:`~otel_matomo._types.DropReason`, which
 says what each means."""
+
+ADJUSTMENTS: tuple[str, ...] = tuple(adjustment.value for adjustment in Adjustment)
+"""The ``reason`` values of ``otel_matomo.hits.adjusted``: those of :class:`~otel_matomo._types.Adjustment`."""
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0)
 """The semantic conventions' duration buckets (seconds), plus 30 s and 60 s for exports that retry."""
@@ -90,6 +94,11 @@ class PipelineMetrics:
             unit="{hit}",
             description="Requests that did not reach Matomo as hits, by reason.",
         )
+        self._adjusted = meter.create_counter(
+            "otel_matomo.hits.adjusted",
+            unit="{hit}",
+            description="Hits sent with a value changed so that Matomo records it (cut, time clamped ...), by reason.",
+        )
         self._retries = meter.create_counter(
             "otel_matomo.export.retries",
             unit="{retry}",
@@ -140,6 +149,10 @@ class PipelineMetrics:
             self._add(self._dropped, count, {"reason": reason.value})
         except Exception:  # noqa: BLE001 - metrics never break the export
             return
+
+    def hits_adjusted(self, adjustment: Adjustment, count: int = 1) -> None:
+        """``count`` hits were changed for ``adjustment`` (recorded by its value) and are sent."""
+        self._add(self._adjusted, count, {"reason": adjustment.value})
 
     def retry(self, count: int = 1) -> None:
         """A bulk request is about to be sent again."""

@@ -22,7 +22,7 @@ from otel_matomo._ratelimit import RateLimitedLog
 from otel_matomo._sending import DryRunSender, Outcome, Sender, SendResult
 from otel_matomo._settings import Settings
 from otel_matomo._transport import HttpSender
-from otel_matomo._types import DropReason, ExportStats, Hit, HttpRequest
+from otel_matomo._types import Adjustment, DropReason, ExportStats, Hit, HttpRequest
 
 _logger = logging.getLogger("otel_matomo")
 
@@ -46,6 +46,8 @@ class Translation:
     invalid_facts: int = 0
     """Of ``dropped[MALFORMED]``, the tracked facts left out because Matomo cannot take them (their request's
     own hit was made): a reader that reports rejected records subtracts them."""
+    adjusted: Mapping[Adjustment, int] = field(default_factory=dict)
+    """Hits changed so that Matomo records them, by kind of change (only those that occurred)."""
 
 
 class Pipeline:
@@ -65,6 +67,7 @@ class Pipeline:
         self._invalid = 0
         self._batches = 0
         self._dropped: Counter[DropReason] = Counter()
+        self._adjusted: Counter[Adjustment] = Counter()
         self._lock = threading.Lock()
         self._log = RateLimitedLog(_logger)
 
@@ -78,6 +81,7 @@ class Pipeline:
                 invalid=self._invalid,
                 batches=self._batches,
                 **{reason.value: count for reason, count in self._dropped.items()},
+                **{adjustment.value: count for adjustment, count in self._adjusted.items()},
             )
 
     def translate(
@@ -90,6 +94,7 @@ class Pipeline:
         (a preview). The result says what was made and what was dropped.
         """
         dropped: Counter[DropReason] = Counter()
+        adjusted: Counter[Adjustment] = Counter()
         requests = []
         for index, record in enumerate(records, start=1):
             if index % _YIELD_EVERY == 0:
@@ -126,6 +131,7 @@ class Pipeline:
                     invalid_facts += len(made.invalid)
                     for fact in made.invalid:
                         self._log_invalid_fact(fact)
+                    adjusted.update(made.adjusted)
                 else:
                     dropped[reason] += 1
             except Exception:  # noqa: BLE001 - see above
@@ -133,11 +139,13 @@ class Pipeline:
                 dropped[DropReason.MALFORMED] += 1
         if invalid_facts:
             dropped[DropReason.MALFORMED] += invalid_facts
-        translation = Translation(hits, tracked, dict(dropped), invalid_facts)
+        translation = Translation(hits, tracked, dict(dropped), invalid_facts, dict(adjusted))
         if count:
             self.count_requests(tracked)
             for reason, number in dropped.items():
                 self.count_dropped(reason, number)
+            for adjustment, number in adjusted.items():
+                self.count_adjusted(adjustment, number)
         return translation
 
     def deliver(self, hits: Sequence[Hit]) -> bool:
@@ -183,6 +191,13 @@ class Pipeline:
             with self._lock:
                 self._dropped[reason] += count
             self.metrics.hits_dropped(reason, count)
+
+    def count_adjusted(self, adjustment: Adjustment, count: int) -> None:
+        """``count`` hits were changed for ``adjustment`` and sent: in the totals and the metric."""
+        if count:
+            with self._lock:
+                self._adjusted[adjustment] += count
+            self.metrics.hits_adjusted(adjustment, count)
 
     def count_requests(self, count: int) -> None:
         """``count`` requests were turned into hits."""
@@ -240,7 +255,9 @@ class Pipeline:
         )
 
 
-_POLICY = frozenset({DropReason.EXCLUDED, DropReason.OPTED_OUT, DropReason.SYNTHETIC, DropReason.SKIPPED})
+_POLICY = frozenset(
+    {DropReason.EXCLUDED, DropReason.OPTED_OUT, DropReason.SYNTHETIC, DropReason.SKIPPED, DropReason.FOREIGN_HOST}
+)
 """Requests left out on purpose (configuration, the visitor's opt-out, the application): no loss."""
 
 

@@ -18,6 +18,7 @@ import fnmatch
 import functools
 import ipaddress
 import re
+from typing import NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from otel_matomo._cache import text_cache
@@ -30,6 +31,8 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _MAX_HOPS = 32
 _MAX_HEADER = 4096
 """Forwarding headers longer than this are cut: a hostile chain must not cost unbounded CPU."""
+_UNKNOWN_NODE = re.compile(r"unknown|_[A-Za-z0-9._-]+", re.IGNORECASE)
+"""RFC 7239's node names that are no address: the proxy does not know the client, or hides it."""
 _CAMPAIGN_PREFIXES = ("mtm_", "pk_", "utm_", "matomo_", "piwik_")
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 _IPV6_KEEP_BITS = {1: 64, 2: 48, 3: 24}
@@ -37,10 +40,14 @@ _IPV6_KEEP_BITS = {1: 64, 2: 48, 3: 24}
 
 
 def skip_reason(request: HttpRequest, settings: Settings) -> DropReason | None:
-    """``None`` when the request becomes a hit, else why not (``SKIPPED``, ``EXCLUDED``, ``OPTED_OUT`` or
-    ``SYNTHETIC``)."""
+    """``None`` when the request becomes a hit, else why not (``SKIPPED``, ``FOREIGN_HOST``, ``EXCLUDED``,
+    ``OPTED_OUT`` or ``SYNTHETIC``)."""
     if request.tracking.skip:
         return DropReason.SKIPPED
+    if settings.site_hosts and not _is_site_host(
+        forwarded_origin(request, settings.trusted_proxies, settings.forwarded_header)[1], settings.site_hosts
+    ):
+        return DropReason.FOREIGN_HOST
     if _is_excluded(request, settings):
         return DropReason.EXCLUDED
     if (settings.honor_gpc and request.headers.get("sec-gpc", "").strip() == "1") or (
@@ -50,6 +57,18 @@ def skip_reason(request: HttpRequest, settings: Settings) -> DropReason | None:
     if settings.skip_synthetic and request.synthetic_type in ("bot", "test"):
         return DropReason.SYNTHETIC
     return None
+
+
+@text_cache(maxsize=1024)  # a site has a few host names, and a forged Host header is still one string
+def _is_site_host(host: str | None, site_hosts: tuple[str, ...]) -> bool:
+    """Whether ``host`` (as the URL shows it, any port aside) is one of ``site_hosts``: a name, or ``*.name``
+    for every name under it."""
+    if not host:
+        return False
+    name = host.lower()
+    name = name[: name.index("]") + 1] if name.startswith("[") and "]" in name else name.rpartition(":")[0] or name
+    name = name.rstrip(".")
+    return any(name == allowed or (allowed.startswith("*.") and name.endswith(allowed[1:])) for allowed in site_hosts)
 
 
 def _is_excluded(request: HttpRequest, settings: Settings) -> bool:
@@ -101,32 +120,47 @@ def is_event(request: HttpRequest, settings: Settings) -> bool:
     return any(fnmatch.fnmatchcase(candidate, pattern) for pattern in settings.event_routes for candidate in candidates)
 
 
-def client_ip(request: HttpRequest, trusted: tuple[IpNetwork, ...], header: str = "x-forwarded-for") -> str | None:
+class ClientAddress(NamedTuple):
+    """The visitor's address as the forwarding walk found it."""
+
+    address: str | None
+    malformed: bool = False
+    """A trusted proxy's header was malformed (an unbalanced quote, a hop that is no address where the visitor's
+    should be): counted, and ``address`` is ``None`` when the walk could not get past it."""
+
+
+def client_address(
+    request: HttpRequest, trusted: tuple[IpNetwork, ...], header: str = "x-forwarded-for"
+) -> ClientAddress:
     """The visitor's address: walk the forwarding chain from the right while the hop is a trusted proxy.
 
     Starting from the socket peer means a client can never choose its own address by sending the header: an
     untrusted peer is the client, whatever it claims. Only the one header the proxies are known to write is
     read (``X-Forwarded-For`` or RFC 7239 ``Forwarded``): a proxy that appends to one passes the other through
-    from the client untouched. A garbage hop ends the walk at the last good address.
+    from the client untouched. The hop just left of the trusted proxies is what the last of them saw: when it is
+    garbage the visitor is unknown (never the proxy, never a hop further left, which the client may have
+    written); ``unknown`` and obfuscated identifiers (RFC 7239) leave the proxy as the best address there is.
     """
     chain = request.headers.get("forwarded" if header == "forwarded" else "x-forwarded-for", "")
     return _walk(chain, request.peer_address, trusted, header)
 
 
 @text_cache(maxsize=4096)  # a batch holds many requests of each visitor, and the walk parses addresses and networks
-def _walk(chain: str, peer_address: str | None, trusted: tuple[IpNetwork, ...], header: str) -> str | None:
-    peer = _parse_ip(peer_address)
-    if peer is None:
-        return None
-    current = peer
-    for hop in reversed(_forwarded_for(chain, header)[-_MAX_HOPS:]):
+def _walk(chain: str, peer_address: str | None, trusted: tuple[IpNetwork, ...], header: str) -> ClientAddress:
+    current = _parse_ip(peer_address)
+    if current is None or not chain or not _is_trusted(current, trusted):
+        return ClientAddress(None if current is None else str(current))
+    hops, malformed = _forwarded_for(chain, header)
+    for hop in reversed(hops[-_MAX_HOPS:]):
         if not _is_trusted(current, trusted):
             break
         parsed = _parse_ip(hop)
         if parsed is None:
-            break
+            if _UNKNOWN_NODE.fullmatch(hop.strip().strip('"')):
+                break
+            return ClientAddress(None, malformed=True)
         current = parsed
-    return str(current)
+    return ClientAddress(str(current), malformed)
 
 
 def forwarded_origin(
@@ -136,7 +170,7 @@ def forwarded_origin(
     if not _is_trusted_peer(request.peer_address, trusted):
         return request.scheme, request.host
     if header == "forwarded":
-        elements = _forwarded_elements(request.headers.get("forwarded", ""))
+        elements = _forwarded_elements(request.headers.get("forwarded", ""))[0]
         last = elements[-1] if elements else {}
         proto, host = last.get("proto"), last.get("host")
     else:
@@ -195,10 +229,13 @@ def _is_credential(name: str, words: tuple[str, ...]) -> bool:
     return lowered in words or any(word.lower() in words for word in _WORD.findall(name))
 
 
-def _forwarded_for(chain: str, header: str) -> list[str]:
+def _forwarded_for(chain: str, header: str) -> tuple[list[str], bool]:
+    """The hops, left to right, and whether the header was malformed (a ``Forwarded`` quote left open)."""
     if header == "forwarded":
-        return [element.get("for", "") for element in _forwarded_elements(chain)]
-    return [hop.strip() for hop in _right_end(chain).split(",") if hop.strip()]
+        elements, malformed = _forwarded_elements(chain)
+        # An element without "for" is a proxy that does not say who its client was, as "for=unknown".
+        return [element.get("for", "unknown") for element in elements], malformed
+    return [hop.strip() for hop in _right_end(chain).split(",") if hop.strip()], False
 
 
 def _right_end(value: str) -> str:
@@ -209,24 +246,30 @@ def _right_end(value: str) -> str:
     return value[-_MAX_HEADER:].partition(",")[2]
 
 
-def _forwarded_elements(value: str) -> list[dict[str, str]]:
-    """RFC 7239 elements: ``for=192.0.2.60;proto=https, for="[2001:db8::1]:4711"`` -> list of dicts.
+def _forwarded_elements(value: str) -> tuple[list[dict[str, str]], bool]:
+    """RFC 7239 elements: ``for=192.0.2.60;proto=https, for="[2001:db8::1]:4711"`` -> list of dicts, and whether
+    a quote was left open.
 
-    An unbalanced quote (which a client can send so that the element its proxy appends disappears inside the
-    quote) makes the whole header one unusable element, so the walk stops at the peer.
+    A client can send an unbalanced quote so that the element its proxy appends disappears inside the quote; the
+    proxies' elements are on the right, so an odd quote is read from the right: every element right of it is
+    whole, and the one holding it is garbage.
     """
     value = _right_end(value)
-    if value.count('"') % 2:
-        return [{}]
+    malformed = value.count('"') % 2 == 1
+    if malformed:
+        parts = [part[::-1] for part in reversed(_split_outside_quotes(value[::-1], ","))]
+        parts[0] = "for=?"  # the element holding the open quote: a hop that is no address
+    else:
+        parts = _split_outside_quotes(value, ",")
     elements = []
-    for element in _split_outside_quotes(value, ","):
+    for element in parts:
         pairs: dict[str, str] = {}
         for pair in _split_outside_quotes(element, ";"):
             key, sep, raw = pair.partition("=")
             if sep:
                 pairs[key.strip().lower()] = raw.strip().strip('"')
         elements.append(pairs)
-    return elements
+    return elements, malformed
 
 
 def _split_outside_quotes(value: str, separator: str) -> list[str]:
@@ -262,7 +305,8 @@ def _is_trusted(address: IpAddress, networks: tuple[IpNetwork, ...]) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def _parse_ip(text: str | None) -> IpAddress | None:
-    """An address from a header hop: ``1.2.3.4``, ``1.2.3.4:80``, ``[::1]``, ``[::1]:80``, ``::1``."""
+    """An address from a header hop: ``1.2.3.4``, ``1.2.3.4:80``, ``[::1]``, ``[::1]:80``, ``::1``, without any
+    IPv6 zone id."""
     if not text:
         return None
     text = text.strip().strip('"')
@@ -270,6 +314,8 @@ def _parse_ip(text: str | None) -> IpAddress | None:
         text = text[1:].partition("]")[0]
     elif text.count(":") == 1:
         text = text.partition(":")[0]
+    if ":" in text:
+        text = text.partition("%")[0]  # an IPv6 zone id (fe80::1%eth0) names an interface of the proxy, not the visitor
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

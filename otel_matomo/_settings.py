@@ -130,6 +130,9 @@ SETTINGS_OPTIONS = OptionTable(
                "send `bots=1`, so that Matomo keeps requests its device detector classifies as bots"),
         Option("skip_synthetic", "SKIP_SYNTHETIC", Flag(), False,
                "skip requests marked `user_agent.synthetic.type` bot or test (counted as `synthetic`)"),
+        Option("site_hosts", "SITE_HOSTS", Names(), (),
+               "the site's host names (`shop.example,*.shop.example`); when set, requests for any other Host are "
+               "dropped (counted as `foreign_host`)"),
         # Delivery by MatomoSpanProcessor (the exporter is batched by the SDK's BatchSpanProcessor instead).
         Option("start_routes", "START_ROUTES", Globs(), (),
                "route or path globs tracked when the request starts, for long-lived requests (websockets always are)"),
@@ -200,6 +203,7 @@ class SettingsArguments(TypedDict, total=False):
     dimensions: Mapping[int, str] | None
     track_bots: bool | None
     skip_synthetic: bool | None
+    site_hosts: Sequence[str] | None
     start_routes: Sequence[str] | None
     queue_size: int | None
     batch_size: int | None
@@ -250,6 +254,8 @@ class Settings:
     """Custom dimension id -> span attribute name."""
     track_bots: bool
     skip_synthetic: bool
+    site_hosts: tuple[str, ...]
+    """Lower-case host names, ``*.name`` for every name under one; empty: every host."""
     # Delivery by MatomoSpanProcessor (the exporter is batched by the SDK's BatchSpanProcessor instead).
     start_routes: tuple[str, ...]
     queue_size: int

@@ -71,7 +71,8 @@ class HttpRequest:
     """The host the visitor asked for, with its port: the Host header, else ``OLD_FULL_URL``'s host, else
     ``SERVER_ADDRESS`` and ``SERVER_PORT``; never the server's bind address when the header was captured."""
     peer_address: str | None = None
-    """``PEER_ADDRESS``: the socket peer (or what the server already resolved from trusted proxy headers)."""
+    """``PEER_ADDRESS``: the socket peer (or what the server already resolved from trusted proxy headers); else
+    ``CLIENT_ADDRESS`` from an instrumentation that reads it from the connection (``SOCKET_SCOPE_PREFIX``)."""
     user_agent: str | None = None
     """``USER_AGENT``, else the captured User-Agent header."""
     status: int | None = None
@@ -126,6 +127,8 @@ class DropReason(enum.Enum):
     """A bot or test client, by the instrumentation's ``user_agent.synthetic.type`` (with ``skip_synthetic``)."""
     SKIPPED = "skipped"
     """The application called ``otel_matomo.skip_tracking()``."""
+    FOREIGN_HOST = "foreign_host"
+    """A request for a host that is not in ``site_hosts`` (when set): someone else's site, or a forged Host."""
     OUTAGE_BOUND = "outage_bound"
     """Too many hits waited while Matomo was unreachable (oldest dropped first)."""
     EXPIRED = "expired"
@@ -144,12 +147,26 @@ class DropReason(enum.Enum):
     """Not delivered: Matomo unreachable until the deadline, shut down while retrying, or a failure."""
 
 
+class Adjustment(enum.Enum):
+    """What was changed in a hit so that Matomo records it, not a drop. Each value is the :class:`ExportStats`
+    field that counts the hits it changed and the ``reason`` attribute of the ``otel_matomo.hits.adjusted``
+    metric."""
+
+    TRUNCATED = "truncated"
+    """A value longer than Matomo stores (``url``, ``action_name``, ``urlref``, ``ua`` ...) was cut to what it
+    keeps, or the client hints (``uadata``) were left out."""
+    TIME_CLAMPED = "time_clamped"
+    """The time (``cdt``) was in the future or before the 20 years Matomo accepts: the hit is sent at now."""
+    FORWARDED_MALFORMED = "forwarded_malformed"
+    """A trusted proxy's forwarding header was malformed where the visitor's address should be: no ``cip``."""
+
+
 @dataclass
 class ExportStats:
     """Running totals since start; every hit that does not reach Matomo is in one of them.
 
-    Besides the four totals below, one field per :class:`DropReason`, named by its value and documented there,
-    so that the reasons have one vocabulary.
+    Besides the four totals below, one field per :class:`DropReason` and one per :class:`Adjustment`, named by
+    its value and documented there, so that the reasons have one vocabulary.
     """
 
     requests: int = 0  # HTTP server requests turned into hits
@@ -161,6 +178,7 @@ class ExportStats:
     opted_out: int = 0
     synthetic: int = 0
     skipped: int = 0
+    foreign_host: int = 0
     outage_bound: int = 0
     expired: int = 0
     malformed: int = 0
@@ -168,3 +186,6 @@ class ExportStats:
     unreadable: int = 0
     unconfirmed: int = 0
     lost: int = 0
+    truncated: int = 0
+    time_clamped: int = 0
+    forwarded_malformed: int = 0

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from otel_matomo._caps import fit
 from otel_matomo._hits import request_hit
 from otel_matomo._request import http_request_from_span_data
 from otel_matomo._visitor import visitor_id
@@ -331,8 +332,8 @@ def test_error_titles_from_the_cache_are_those_encoded(padding: int) -> None:
     missing = request(status=404, path=path, query="a=1 2", headers={"referer": kept_referrer + "&token=x"})
     safe = "!*'()"
     expected = f"404/URL = {quote(path + '?a=1 2', safe=safe)}/From = {quote(kept_referrer, safe=safe)}"
-    for _ in range(2):
-        assert request_hit(missing, settings())["action_name"] == expected
+    for _ in range(2):  # the long title is cut to the 1024 bytes Matomo keeps, the same from the cache or not
+        assert request_hit(missing, settings())["action_name"] == fit("action_name", expected)
 
 
 @pytest.mark.parametrize("padding", [0, 600])

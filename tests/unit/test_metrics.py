@@ -20,9 +20,9 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from otel_matomo import _metrics as metrics_module
-from otel_matomo._metrics import DROP_REASONS, METER_NAME, PipelineMetrics
+from otel_matomo._metrics import ADJUSTMENTS, DROP_REASONS, METER_NAME, PipelineMetrics
 from otel_matomo._sending import Outcome
-from otel_matomo._types import DropReason, ExportStats
+from otel_matomo._types import Adjustment, DropReason, ExportStats
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +114,18 @@ def test_dropped_by_reason(instruments: PipelineMetrics, reader: InMemoryMetricR
     }
 
 
-_COUNTERS_THAT_ARE_NO_DROP = {"requests", "tracked", "invalid", "batches"}
+def test_adjusted_by_reason(instruments: PipelineMetrics, reader: InMemoryMetricReader) -> None:
+    instruments.hits_adjusted(Adjustment.TRUNCATED, 2)
+    instruments.hits_adjusted(Adjustment.TIME_CLAMPED)
+    instruments.hits_adjusted(Adjustment.FORWARDED_MALFORMED, 0)
+
+    metric = collect(reader)["otel_matomo.hits.adjusted"]
+
+    assert metric.unit == "{hit}"
+    assert counter_values(metric) == {(("reason", "truncated"),): 2, (("reason", "time_clamped"),): 1}
+
+
+_COUNTERS_THAT_ARE_NO_DROP = {"requests", "tracked", "invalid", "batches", *ADJUSTMENTS}
 
 
 def test_one_vocabulary_for_drops_the_enum_the_stats_the_metric_and_the_readme() -> None:
@@ -122,6 +133,8 @@ def test_one_vocabulary_for_drops_the_enum_the_stats_the_metric_and_the_readme()
     fields = [field.name for field in dataclasses.fields(ExportStats)]
     drop_fields = [name for name in fields if name not in _COUNTERS_THAT_ARE_NO_DROP]
     assert sorted(values) == sorted(drop_fields), "each DropReason value is the ExportStats field that counts it"
+    assert set(ADJUSTMENTS) <= set(fields), "each Adjustment value is the ExportStats field that counts it"
+    assert tuple(adjustment.value for adjustment in Adjustment) == ADJUSTMENTS
     assert len(set(values)) == len(values)
     assert tuple(values) == DROP_REASONS, "the metric's reasons are the enum's, in its order"
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from otel_matomo._policy import client_ip, forwarded_origin, is_event, mask_ip, redact_url, skip_reason
+from otel_matomo._policy import client_address, forwarded_origin, is_event, mask_ip, redact_url, skip_reason
 from otel_matomo._request import http_request_from_span_data
 from otel_matomo._settings import DEFAULT_REDACTED_PARAMS, DEFAULT_TRUSTED_PROXIES
 from otel_matomo._types import DropReason, HttpRequest
@@ -37,6 +37,11 @@ def networks(*items: str) -> tuple[Any, ...]:
 
 
 settings = factories.dry_run_settings
+
+
+def client_ip(request: HttpRequest, trusted: tuple[Any, ...], header: str = "x-forwarded-for") -> str | None:
+    """The visitor's address alone, as the walk finds it."""
+    return client_address(request, trusted, header).address
 
 
 DEFAULTS = settings()
@@ -132,22 +137,37 @@ def test_ipv4_mapped_ipv6_peers_and_hops_are_ipv4() -> None:
 
 
 @pytest.mark.parametrize(
-    ("chain", "expected"),
+    ("chain", "expected", "malformed"),
     [
-        (f"{CLIENT}, garbage", "127.0.0.1"),  # the nearest hop is unreadable: the proxy is all we know
-        (f"garbage, {CLIENT}", CLIENT),
-        ("999.1.1.1", "127.0.0.1"),
-        ("::::", "127.0.0.1"),
-        ("[2001:db8::1", "2001:db8::1"),  # an unclosed bracket is read leniently
-        ("unknown", "127.0.0.1"),
-        ("\x00\x01\u202e\U0001f600", "127.0.0.1"),
-        ('"203.0.113.9"', CLIENT),
-        (",,,", "127.0.0.1"),
-        ("", "127.0.0.1"),
+        # The hop the proxy wrote is no address: the visitor is unknown, neither the proxy nor a hop further left
+        # (which the client may have written).
+        (f"{CLIENT}, garbage", None, True),
+        (f"garbage, {CLIENT}", CLIENT, False),
+        ("999.1.1.1", None, True),
+        ("::::", None, True),
+        ("[2001:db8::1", "2001:db8::1", False),  # an unclosed bracket is read leniently
+        ("unknown", "127.0.0.1", False),  # the proxy says it does not know: the proxy is the best address there is
+        ("\x00\x01\u202e\U0001f600", None, True),
+        ('"203.0.113.9"', CLIENT, False),
+        (",,,", "127.0.0.1", False),
+        ("", "127.0.0.1", False),
     ],
 )
-def test_garbage_hops_end_the_walk_at_the_last_good_address(chain: str, expected: str) -> None:
-    assert client_ip(proxied({"x-forwarded-for": chain}), LOOPBACK) == expected
+def test_garbage_hops_end_the_walk_and_are_counted(chain: str, expected: str | None, malformed: bool) -> None:
+    assert client_address(proxied({"x-forwarded-for": chain}), LOOPBACK) == (expected, malformed)
+
+
+def test_a_garbage_hop_from_an_untrusted_peer_is_not_read() -> None:
+    assert client_address(request(headers={"x-forwarded-for": "garbage"}), LOOPBACK) == (CLIENT, False)
+
+
+@pytest.mark.parametrize(
+    "zoned", ["fe80::1%eth0", "[fe80::1%eth0]:8080", "fe80::1%25eth0", "[fe80::1%25eth0]", "FE80::1%en0"]
+)
+def test_ipv6_zone_ids_are_stripped_from_hops_and_peers(zoned: str) -> None:
+    assert client_ip(proxied({"x-forwarded-for": zoned}), LOOPBACK) == "fe80::1"
+    assert client_ip(request(peer_address=zoned), LOOPBACK) == "fe80::1"
+    assert client_ip(proxied({"x-forwarded-for": CLIENT}, peer="::1%lo"), LOOPBACK) == CLIENT
 
 
 @pytest.mark.parametrize("peer", [None, "", "garbage", "999.0.0.1", "[garbage]", "localhost"])
@@ -228,14 +248,50 @@ def test_only_the_configured_forwarding_header_is_read() -> None:
     assert client_ip(proxied(both), LOOPBACK) == OTHER
 
 
-def test_garbage_forwarded_never_raises() -> None:
-    for value in ['for="', "for", ";;;", ",,,", "for=;for=", '"""', "for=[x", "=", "for==1.2.3.4", "\x00" * 50]:
-        assert client_ip(proxied({"forwarded": value}), LOOPBACK, "forwarded") == "127.0.0.1", value
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('for="', (None, True)),
+        ('"""', (None, True)),
+        ("for=;for=", (None, True)),
+        ("for=[x", (None, True)),
+        ("for==1.2.3.4", (None, True)),
+        # No "for" at all is a proxy that does not say who its client was, as for=unknown.
+        ("for", ("127.0.0.1", False)),
+        (";;;", ("127.0.0.1", False)),
+        ("=", ("127.0.0.1", False)),
+        ("\x00" * 50, ("127.0.0.1", False)),
+        (",,,", ("127.0.0.1", False)),
+    ],
+)
+def test_garbage_forwarded_never_raises_and_never_gives_the_proxy(value: str, expected: tuple[str, bool]) -> None:
+    assert client_address(proxied({"forwarded": value}), LOOPBACK, "forwarded") == expected
 
 
 def test_an_unbalanced_quote_from_the_client_cannot_hide_the_proxy_element() -> None:
-    # The client sent 'Forwarded: for=6.6.6.6;x="' and the trusted proxy appended ', for=203.0.113.9'.
-    assert client_ip(proxied({"forwarded": f'for={SPOOFED};x=", for={CLIENT}'}), LOOPBACK, "forwarded") != SPOOFED
+    # The client sent 'Forwarded: for=6.6.6.6;x="' and the trusted proxy appended ', for=203.0.113.9': the proxy's
+    # element is read from the right, and the malformed header is counted.
+    header = f'for={SPOOFED};x=", for={CLIENT}'
+    assert client_address(proxied({"forwarded": header}), LOOPBACK, "forwarded") == (CLIENT, True)
+    # Through two trusted proxies, the first one's element is the visitor's.
+    chain = f'for={SPOOFED};x=", for={CLIENT}, for=10.0.0.2'
+    assert client_address(proxied({"forwarded": chain}), networks("127.0.0.1", "10.0.0.0/8"), "forwarded") == (
+        CLIENT,
+        True,
+    )
+
+
+def test_the_element_holding_an_open_quote_is_never_read() -> None:
+    # Were the element with the open quote read, the client would choose its address.
+    trusted = networks("127.0.0.1", CLIENT)
+    assert client_address(proxied({"forwarded": f'for={SPOOFED};x=", for={CLIENT}'}), trusted, "forwarded") == (
+        None,
+        True,
+    )
+    assert client_address(proxied({"forwarded": f'for={CLIENT}, for="{OTHER}'}), LOOPBACK, "forwarded") == (
+        None,
+        True,
+    )
 
 
 # --- forwarded_origin -------------------------------------------------------------------------------------------

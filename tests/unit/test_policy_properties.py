@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from otel_matomo._bulk import encode_bulk
 from otel_matomo._hits import request_hit
 from otel_matomo._pipeline import Pipeline
-from otel_matomo._policy import client_ip, redact_url, skip_reason
+from otel_matomo._policy import client_address, redact_url, skip_reason
 from otel_matomo._request import http_request_from_span_data
 from otel_matomo._settings import DEFAULT_REDACTED_PARAMS, Settings
 from otel_matomo._types import DropReason, HttpRequest
@@ -215,7 +215,7 @@ def test_any_header_values_give_a_valid_hit_or_a_skip(
         host=headers.get("host"),
         headers=headers,
     )
-    address = client_ip(request, chosen.trusted_proxies)
+    address = client_address(request, chosen.trusted_proxies).address
     assert address is None or isinstance(address, str)
     reason = skip_reason(request, chosen)
     if reason is None:
