@@ -215,6 +215,7 @@ def test_the_recorded_fastify_request_decodes_to_plain_records(encoding: Encodin
             "process.command_args": ("/usr/bin/node", "app.js"),
             "telemetry.sdk.language": "nodejs",
         },
+        scope="@opentelemetry/instrumentation-http",
     )
     assert server.service_name == "fastify-shop"
 
