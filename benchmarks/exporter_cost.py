@@ -30,6 +30,7 @@ from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 from otel_matomo import MatomoSpanExporter
 from otel_matomo._bulk import encode_bulk
@@ -75,6 +76,8 @@ def build_spans(count: int = BATCH, *, server_only: bool = True) -> list[Readabl
                 start_time=begin,
                 end_time=begin + duration,
                 resource=resource,
+                # The scope says whether client.address (the peer in the new conventions) was read from the socket.
+                instrumentation_scope=InstrumentationScope(record["scope"], record["scope_version"]),
             )
         )
     return spans
