@@ -71,9 +71,10 @@ def fit(parameter: str, value: str) -> str:
     if len(value) <= SAFE[parameter]:
         return value
     cap, unit = CAPS[parameter]
-    if _stored_length(value, unit) <= cap:
+    # Every character counts at least one: a longer value never fits, and is never measured whole (7 MB ...).
+    if len(value) <= cap and _stored_length(value, unit) <= cap:
         return value
-    low, high = 0, min(len(value), cap)  # each character counts at least one
+    low, high = 0, min(len(value), cap)
     while low < high:
         middle = (low + high + 1) // 2
         if _stored_length(value[:middle], unit) <= cap:
