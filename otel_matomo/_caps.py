@@ -14,7 +14,6 @@ escaped UTF-8 bytes (``%C3`` without its ``%A9``), so that the cut URL still dec
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 _DIMENSION = "dimension"
 _BYTES = "bytes"
@@ -49,20 +48,31 @@ _EXPANSION = 6
 """The most a character can grow by: ``"`` is escaped as ``&quot;``."""
 SAFE: dict[str, int] = {parameter: cap // _EXPANSION for parameter, (cap, _) in CAPS.items()}
 """Per parameter, a length no value can exceed its cap at: the cheap test that almost every value passes."""
+_DIMENSION_SAFE = SAFE[_DIMENSION]
 _PARTIAL_ESCAPE = re.compile(r"(?:%[0-9A-Fa-f]{2})*%[0-9A-Fa-f]?\Z|(?:%[89A-Fa-f][0-9A-Fa-f])+\Z")
 
 
-def fit_values(hit: dict[str, str], parameters: Iterable[str]) -> bool:
-    """Cut each of ``parameters`` in ``hit`` that Matomo would not store whole; whether any was."""
-    cut = False
-    for parameter in parameters:
-        value = hit.get(parameter)
-        key = parameter if parameter in CAPS else _DIMENSION
-        if value is not None and len(value) > SAFE[key]:
-            fitted = fit(key, value)
+Capped = tuple[tuple[str, int], ...]
+"""Parameters with the length under which none of their values needs measuring (see :func:`capped`)."""
+
+
+def capped(*parameters: str) -> Capped:
+    """``parameters`` (``dimension<ID>`` for a custom dimension) ready for :func:`fit_values`: built once, so
+    that the test of each value is one comparison."""
+    return tuple((parameter, SAFE.get(parameter, _DIMENSION_SAFE)) for parameter in parameters)
+
+
+def fit_values(hit: dict[str, str], parameters: Capped) -> tuple[str, ...]:
+    """Cut each of ``parameters`` in ``hit`` that Matomo would not store whole; the parameters that were cut."""
+    cut: tuple[str, ...] = ()
+    get = hit.get
+    for parameter, safe in parameters:
+        value = get(parameter)
+        if value is not None and len(value) > safe:
+            fitted = fit(parameter if parameter in CAPS else _DIMENSION, value)
             if fitted is not value:
                 hit[parameter] = fitted
-                cut = True
+                cut += (parameter,)
     return cut
 
 

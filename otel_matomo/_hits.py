@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from otel_matomo import _names as names
 from otel_matomo._cache import text_cache, text_length
-from otel_matomo._caps import UADATA_CAP, fit_values
+from otel_matomo._caps import UADATA_CAP, Capped, capped, fit_values
 from otel_matomo._policy import client_address, forwarded_origin, is_event, mask_ip, redact_query, redact_url
 from otel_matomo._settings import Settings
 from otel_matomo._types import Adjustment, Hit, HttpRequest
@@ -77,7 +77,7 @@ def request_hits(request: HttpRequest, settings: Settings, now: float | None = N
             invalid.append(wrong)
             continue
         seconds, clamped = _seconds(fact.time_ns, now)
-        cut = fit_values(parameters, _FACT_CAPPED)
+        cut = bool(fit_values(parameters, _FACT_CAPPED))
         adjusted_facts.extend(_adjustments(shared_adjusted, cut, clamped))
         hits.append(
             {
@@ -133,14 +133,18 @@ def _request_hit(
         hit["bots"] = "1"
     if request.response_size is not None:
         hit["bw_bytes"] = str(request.response_size)
-    cut = fit_values(hit, _SHARED_CAPPED) | fit_values(hit, dimensions) | hints_left_out
-    shared = _adjustments((Adjustment.FORWARDED_MALFORMED,) if address.malformed else (), cut, clamped=False)
-    return hit, shared, _adjustments(shared, fit_values(hit, own), clamped)
+    cut = fit_values(hit, own) + (fit_values(hit, capped(*dimensions)) if dimensions else ())
+    if not (cut or hints_left_out or clamped or address.malformed):
+        return hit, (), ()  # almost every hit
+    # What a fact hit copies (its visitor, page and dimensions) may be cut, or only the request's own action.
+    shared_cut = hints_left_out or any(parameter not in _ACTION_CAPPED for parameter in cut)
+    shared = _adjustments((Adjustment.FORWARDED_MALFORMED,) if address.malformed else (), shared_cut, clamped=False)
+    return hit, shared, _adjustments(shared, bool(cut), clamped)
 
 
-def _action(request: HttpRequest, settings: Settings, hit: Hit) -> tuple[str, ...]:
+def _action(request: HttpRequest, settings: Settings, hit: Hit) -> Capped:
     """Add what the visitor did to ``hit`` (a page view, or an event for ``event_routes``); the capped parameters
-    it may have set."""
+    the hit may then have (the visitor's too)."""
     duration = request.duration_ns
     # A request tracked at its start has no duration yet: no server time rather than a false zero.
     server_ms = None if duration is None else str(round(duration / 1_000_000))
@@ -290,13 +294,15 @@ def _pick(attributes: Mapping[str, object], parameters: Mapping[str, str]) -> Hi
 _SHARED = frozenset({"idsite", "rec", "apiv", "cid", "url", "urlref", "ua", "uadata", "lang", "uid", "cip", "bots"})
 """The visitor and page parameters of the request's hit that every fact hit of the request copies (with its
 ``dimension<ID>``)."""
-_SHARED_CAPPED = ("url", "urlref", "ua", "lang", "uid")
+_VISITOR_CAPPED = ("url", "urlref", "ua", "lang", "uid")
 """The capped parameters (``_caps``) among those every fact hit of a request shares (dimensions aside)."""
-_PAGE_CAPPED = ("action_name",)
-_TRACKED_PAGE_CAPPED = ("action_name", "search", "search_cat", "_pks", "_pkn", "_pkc")
-_EVENT_CAPPED = ("e_c", "e_a", "e_n")
-_FACT_CAPPED = ("e_c", "e_a", "e_n", "c_n", "c_p", "c_t", "ec_id")
-"""The capped parameters each kind of hit may have besides the shared ones."""
+_ACTION_CAPPED = frozenset({"action_name", "search", "search_cat", "_pks", "_pkn", "_pkc", "e_c", "e_a", "e_n"})
+"""The capped parameters of the request's own action, which no fact hit copies."""
+_PAGE_CAPPED = capped(*_VISITOR_CAPPED, "action_name")
+_TRACKED_PAGE_CAPPED = capped(*_VISITOR_CAPPED, "action_name", "search", "search_cat", "_pks", "_pkn", "_pkc")
+_EVENT_CAPPED = capped(*_VISITOR_CAPPED, "e_c", "e_a", "e_n")
+_FACT_CAPPED = capped("e_c", "e_a", "e_n", "c_n", "c_p", "c_t", "ec_id")
+"""Per kind of hit, the capped parameters it may have."""
 _CONVERSIONS = frozenset({names.GOAL, names.ORDER, names.CART_UPDATE})
 """Facts Matomo records as conversions (``idgoal``), which must not carry ``ca=1``."""
 _ECOMMERCE = frozenset({names.ORDER, names.CART_UPDATE})

@@ -131,7 +131,8 @@ class Pipeline:
                     invalid_facts += len(made.invalid)
                     for fact in made.invalid:
                         self._log_invalid_fact(fact)
-                    adjusted.update(made.adjusted)
+                    if made.adjusted:
+                        adjusted.update(made.adjusted)
                 else:
                     dropped[reason] += 1
             except Exception:  # noqa: BLE001 - see above

@@ -19,6 +19,7 @@ def read_span(span: ReadableSpan, raw_headers: RawHeaders | None = None) -> Http
         return None
     context = span.context
     events = span.events
+    scope = span.instrumentation_scope
     return http_request_from_span_data(
         name=span.name,
         attributes=_plain(span.attributes),
@@ -28,7 +29,7 @@ def read_span(span: ReadableSpan, raw_headers: RawHeaders | None = None) -> Http
         events=[(event.name, event.timestamp, event.attributes or {}) for event in events] if events else (),
         failed=span.status.status_code is StatusCode.ERROR,
         raw_headers=raw_headers,
-        scope=span.instrumentation_scope.name if span.instrumentation_scope is not None else "",
+        scope=scope.name if scope is not None else "",
     )
 
 
