@@ -72,7 +72,7 @@ def http_request_from_span_data(
         scheme=scheme,
         host=headers.get("host") or _host(attributes),
         headers=headers,
-        peer_address=_text(attributes, *names.PEER_ADDRESS) or _socket_client(attributes, scope),
+        peer_address=_text(attributes, *_peer_keys(scope)),
         user_agent=_text(attributes, *names.USER_AGENT) or headers.get("user-agent"),
         user_id=_text(attributes, *names.USER_IDS),
         synthetic_type=_text(attributes, names.SYNTHETIC_TYPE),
@@ -88,10 +88,14 @@ def http_request_from_span_data(
     )
 
 
-def _socket_client(attributes: Attributes, scope: str) -> str | None:
-    """``client.address`` when the instrumentation took it from the connection, as OpenTelemetry Python's do;
-    elsewhere it is the left-most X-Forwarded-For entry, which the visitor chooses, so it is never read."""
-    return _text(attributes, names.CLIENT_ADDRESS) if scope.startswith(names.SOCKET_SCOPE_PREFIX) else None
+def _peer_keys(scope: str) -> tuple[str, ...]:
+    """Where the socket peer is: ``client.address`` too, last, when the instrumentation took it from the
+    connection, as OpenTelemetry Python's do; elsewhere it is the left-most X-Forwarded-For entry, which the
+    visitor chooses, so it is never read."""
+    return _PEER_OR_CLIENT if scope.startswith(names.SOCKET_SCOPE_PREFIX) else names.PEER_ADDRESS
+
+
+_PEER_OR_CLIENT = (*names.PEER_ADDRESS, names.CLIENT_ADDRESS)
 
 
 @text_cache(maxsize=1024)  # an application has a few dozen routes
