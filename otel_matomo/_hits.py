@@ -104,8 +104,7 @@ def _request_hit(
     request: HttpRequest, settings: Settings, now: float
 ) -> tuple[Hit, tuple[Adjustment, ...], tuple[Adjustment, ...]]:
     """The request's hit, what was changed in the part of it every fact hit shares, and in the hit itself."""
-    address = client_address(request, settings.trusted_proxies, settings.forwarded_header)
-    ip = address.address
+    ip, malformed = client_address(request, settings.trusted_proxies, settings.forwarded_header)
     seconds, clamped = _seconds(request.start_ns, now)
     day = time.strftime("%Y-%m-%d", time.gmtime(seconds)) if settings.daily_visitor_id else None
     hit: Hit = {
@@ -123,8 +122,9 @@ def _request_hit(
         "cdt": str(seconds),
     }
     own = _action(request, settings, hit)
-    dimensions = _dimensions(request, settings) if settings.dimensions or request.tracking.dimensions else {}
-    hit.update(dimensions)
+    dimensions = _dimensions(request, settings) if settings.dimensions or request.tracking.dimensions else None
+    if dimensions:
+        hit.update(dimensions)
     hints_left_out = _visitor(request, settings, hit)
     # Matomo refuses cip without a token that may write to the site; without cip it records our own IP.
     if ip and settings.token_auth is not None:
@@ -134,11 +134,11 @@ def _request_hit(
     if request.response_size is not None:
         hit["bw_bytes"] = str(request.response_size)
     cut = fit_values(hit, own) + (fit_values(hit, capped(*dimensions)) if dimensions else ())
-    if not (cut or hints_left_out or clamped or address.malformed):
+    if not (cut or hints_left_out or clamped or malformed):
         return hit, (), ()  # almost every hit
     # What a fact hit copies (its visitor, page and dimensions) may be cut, or only the request's own action.
     shared_cut = hints_left_out or any(parameter not in _ACTION_CAPPED for parameter in cut)
-    shared = _adjustments((Adjustment.FORWARDED_MALFORMED,) if address.malformed else (), shared_cut, clamped=False)
+    shared = _adjustments((Adjustment.FORWARDED_MALFORMED,) if malformed else (), shared_cut, clamped=False)
     return hit, shared, _adjustments(shared, bool(cut), clamped)
 
 
