@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import secrets
 from datetime import datetime, timezone
+from urllib.parse import unquote
 
 import pytest
 
@@ -49,6 +50,7 @@ def test_a_long_url_title_and_referrer_are_recorded_intact_up_to_their_caps(
     day = datetime.fromtimestamp(int(hit["cdt"]), timezone.utc).strftime("%Y-%m-%d")
     [visit] = matomo.visits(matomo.other_site_id, day, segment=f"visitorId=={hit['cid']}")
     [action] = visit["actionDetails"]
-    assert html.unescape(action["url"]) == hit["url"]
+    # The path reaches the span decoded (é, &) or escaped, depending on the server: compare what both mean.
+    assert unquote(html.unescape(action["url"])) == unquote(hit["url"])
     assert html.unescape(action["pageTitle"]) == hit["action_name"]
     assert html.unescape(visit["referrerUrl"]) == hit["urlref"]
