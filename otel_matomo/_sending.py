@@ -58,6 +58,9 @@ class SendResult:
     status: int = 0
     """The HTTP status of the last answer, 0 without one: a caller may treat 429 and 503 (overloaded) apart from
     a 500 (a batch Matomo will not take)."""
+    cause: str = ""
+    """Why the last attempt failed, in an operator's words ("connection refused", "HTTP 503" ...); empty when it
+    did not fail. Every message about hits kept or lost says it, so that "Matomo failed" is never the whole story."""
 
 
 class Sender(Protocol):

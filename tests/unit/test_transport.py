@@ -558,7 +558,9 @@ def test_retry_after_beyond_the_deadline_gives_up_at_once(
     standin.behaviour = Behaviour(status=503, retry_after="120")
     started = time.monotonic()
     result = make_transport(standin, timeout=2.0).send([hit()])
-    assert result == SendResult(Outcome.GAVE_UP, attempts=1, retry_after=120.0, answered=True, status=503)
+    assert result == SendResult(
+        Outcome.GAVE_UP, attempts=1, retry_after=120.0, answered=True, status=503, cause="HTTP 503"
+    )
     assert time.monotonic() - started < 0.5
     assert len(standin.received) == 1
 
@@ -735,7 +737,9 @@ def test_counts_for_more_hits_than_were_sent_are_a_malformed_answer(
     standin.behaviour = Behaviour(body=b'{"status":"success","tracked":5,"invalid":0}')
     pipeline = make_pipeline(standin)
     result = pipeline.send([hit(1), hit(2)], retry=False)
-    assert result == SendResult(Outcome.GAVE_UP, attempts=1, answered=True, status=200)
+    assert result == SendResult(
+        Outcome.GAVE_UP, attempts=1, answered=True, status=200, cause="an answer that is not Matomo's"
+    )
     assert (pipeline.stats.tracked, pipeline.stats.invalid, pipeline.stats.unconfirmed) == (0, 0, 0)
     [error] = errors(logs)
     assert "(counts for 5 hits, 2 sent: " in error.getMessage()
@@ -767,7 +771,7 @@ def test_the_pipeline_counters_never_go_negative() -> None:
 def test_a_retryable_status_is_an_answer(standin: MatomoStandIn, logs: pytest.LogCaptureFixture, status: int) -> None:
     standin.behaviour = Behaviour(status=status)
     result = make_transport(standin).send([hit()], retry=False)
-    assert result == SendResult(Outcome.GAVE_UP, attempts=1, answered=True, status=status)
+    assert result == SendResult(Outcome.GAVE_UP, attempts=1, answered=True, status=status, cause=f"HTTP {status}")
 
 
 def test_a_500_until_the_deadline_is_an_answer(
@@ -782,7 +786,7 @@ def test_a_500_until_the_deadline_is_an_answer(
 def test_connection_refused_is_no_answer(standin: MatomoStandIn, logs: pytest.LogCaptureFixture) -> None:
     standin.stop()
     result = make_transport(standin).send([hit()], retry=False)
-    assert result == SendResult(Outcome.GAVE_UP, attempts=1, answered=False, status=0)
+    assert result == SendResult(Outcome.GAVE_UP, attempts=1, answered=False, status=0, cause="connection refused")
 
 
 def test_a_settled_batch_is_an_answer(standin: MatomoStandIn) -> None:
