@@ -120,7 +120,7 @@ class BatchSender:
         self._log.log(
             logging.ERROR,
             "refused",
-            "otel-matomo dropped a hit that Matomo refuses (every batch holding it failed; the other hits were "
+            "otel-matomo: dropped a hit that Matomo refuses (every batch holding it failed; the other hits were "
             "delivered): %s; also %s",
             shown,
             others,

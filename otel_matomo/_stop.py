@@ -78,7 +78,7 @@ def flush_at_exit() -> None:
         for component in components:
             component.shutdown()
     except Exception:
-        _logger.exception("otel-matomo failed to flush at exit")
+        _logger.exception("otel-matomo: failed to flush at exit")
 
 
 def _install() -> None:

@@ -228,7 +228,7 @@ def test_a_full_queue_drops_counts_and_logs(
     assert time.monotonic() - started < 0.5, "on_end never waits for Matomo"
     assert processor.stats.queue_full == 15
     assert [r.message for r in logs.records].count(
-        "otel-matomo dropped a request: the queue of 5 spans is full (Matomo slow or down?)"
+        "otel-matomo: dropped a request: the queue of 5 spans is full (Matomo slow or down?)"
     ) == 1, "logged, rate-limited"
     standin.behaviour = Behaviour()
     assert processor.force_flush(10_000)
@@ -310,7 +310,7 @@ def test_the_worker_survives_its_own_exceptions(
 
     processor._worker._batches.send_waiting = failing_once  # type: ignore[method-assign]
     request_span(tracer, "/kept-through-the-bug")
-    wait_until(lambda: "otel-matomo worker failed" in logs.text, "the worker met the bug and logged it")
+    wait_until(lambda: "otel-matomo: the delivery worker failed" in logs.text, "the worker met the bug and logged it")
     assert failures
     assert processor._worker.alive
     request_span(tracer, "/after-the-bug")
@@ -338,7 +338,7 @@ def test_a_start_tracked_span_that_cannot_be_read_does_not_stop_the_worker(
     unreadable = Unreadable()
     processor.on_start(unreadable)  # type: ignore[arg-type]
     clock.advance(0.3)  # past the delay before a start-tracked span is read
-    wait_until(lambda: "otel-matomo worker failed" in logs.text, "the worker tried to read the span")
+    wait_until(lambda: "otel-matomo: the delivery worker failed" in logs.text, "the worker tried to read the span")
     assert "otel-matomo failed in on_start" not in logs.text, "on_start took the span"
     assert processor._worker.alive
     request_span(tracer_for(processor), "/still-working")
@@ -482,7 +482,7 @@ def test_shutdown_with_matomo_down_is_bounded_and_counts_the_loss(
     elapsed = time.monotonic() - started
     assert elapsed < 2.0, f"shutdown took {elapsed:.2f}s with a 1s timeout"
     assert processor.stats.lost == 10
-    assert "otel-matomo lost 10 hits at shutdown" in logs.text
+    assert "otel-matomo: lost 10 hits at shutdown" in logs.text
     request_span(tracer, "/after-shutdown")  # ignored, never raises
     processor.shutdown(1000)  # a second shutdown is a no-op
 
@@ -534,7 +534,7 @@ def test_without_a_token_hits_older_than_a_day_are_dropped_and_logged(
     assert processor.force_flush(5000)
     assert paths(standin) == ["/now"]
     assert processor.stats.expired == 1
-    assert "otel-matomo dropped 1 hits (expired)" in logs.text
+    assert "otel-matomo: dropped 1 hits (expired)" in logs.text
 
 
 def test_with_a_token_hits_older_than_a_day_are_replayed_within_the_max_age(
