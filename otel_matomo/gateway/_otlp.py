@@ -22,6 +22,9 @@ from otel_matomo.gateway._otlp_records import SPAN_KIND_SERVER, MalformedPayload
 
 # _server imports the records from here with the rest of the protocol: an alias is mypy's explicit re-export.
 
+_FIRST_PIECE = 64
+"""Bytes of input a gzip member is first fed (an empty member takes 20); doubled while the member goes on."""
+
 
 class Encoding(enum.Enum):
     """The two OTLP/HTTP encodings; an answer always uses the encoding of its request."""
@@ -44,27 +47,35 @@ class PayloadTooLarge(ValueError):
 
 
 def gunzip(body: bytes, limit: int) -> bytes:
-    """Decompress a gzip body, refusing to produce more than ``limit`` bytes.
+    """Decompress a gzip body, refusing to produce more than ``limit`` bytes, in time linear in the body.
 
     Decompression is incremental with ``max_length``, so a gzip bomb costs at most ``limit`` bytes of memory
-    before it is refused. Several concatenated gzip members (which ``gzip`` tools produce) are one body.
+    before it is refused. Several concatenated gzip members (which ``gzip`` tools produce) are one body. Input is
+    fed from a view in slices that start small and double while a member goes on: zlib copies what it did not use
+    (``unused_data``) when a member ends, and feeding it the whole rest of the body made a body of many tiny
+    members cost quadratic time (100,000 empty members, 2 MB, took 5 s of CPU).
     """
     output = bytearray()
-    pending = body
-    while pending:
+    view = memoryview(body)
+    position = 0
+    while position < len(view):
         decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        chunk = pending
+        piece = _FIRST_PIECE
         try:
-            while chunk:
-                output += decompressor.decompress(chunk, limit + 1 - len(output))
-                if len(output) > limit:
-                    raise PayloadTooLarge(f"the body decompresses to more than {limit} bytes")
-                chunk = decompressor.unconsumed_tail
+            while not decompressor.eof and position < len(view):
+                chunk = view[position : position + piece]
+                position += len(chunk)
+                while chunk:
+                    output += decompressor.decompress(chunk, limit + 1 - len(output))
+                    if len(output) > limit:
+                        raise PayloadTooLarge(f"the body decompresses to more than {limit} bytes")
+                    chunk = decompressor.unconsumed_tail
+                piece *= 2
         except zlib.error as error:
             raise MalformedPayload(f"the body is not valid gzip ({error})") from None
         if not decompressor.eof:
             raise MalformedPayload("the gzip body is truncated")
-        pending = decompressor.unused_data
+        position -= len(decompressor.unused_data)
     return bytes(output)
 
 
