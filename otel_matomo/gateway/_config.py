@@ -90,6 +90,19 @@ GATEWAY_OPTIONS = OptionTable(
         Option("max_body_size", "MAX_BODY_SIZE", Whole("a positive whole number of bytes, e.g. 16777216"),
                16 * 1024 * 1024, "largest request body in bytes, before and after gzip (a gzip bomb is cut off there)",
                shown="16 MiB"),
+        # Decoding limits (issue 17): variables only, like the token; a sender that exceeds one learns which
+        # variable from the answer. Spans over a per-span limit are rejected alone, in partial_success.
+        Option("max_spans", "MAX_SPANS", Whole("a positive whole number of spans, e.g. 10000"), 10_000,
+               "spans in one request; more is answered 413 (the Collector's batch processor sends 8192)",
+               keyword=False),
+        Option("max_attributes", "MAX_ATTRIBUTES", Whole("a positive whole number, e.g. 128"), 128,
+               "attributes of a span, resource, event or link, entries of a map value, and events and links of a "
+               "span (the SDKs' own default limit); a span with more is rejected alone", keyword=False),
+        Option("max_string_length", "MAX_STRING_LENGTH", Whole("a positive whole number of bytes, e.g. 65536"),
+               65_536, "bytes of any string or bytes value, key or name; a span with a longer one is rejected alone",
+               keyword=False),
+        Option("max_array_length", "MAX_ARRAY_LENGTH", Whole("a positive whole number of values, e.g. 1024"),
+               1_024, "values in an array attribute; a span with a longer one is rejected alone", keyword=False),
         Option("queue_size", "QUEUE_SIZE", Whole("a positive whole number of hits, e.g. 10000"), 10_000,
                "hits waiting for Matomo before senders get 429"),
         Option("drain_timeout", "DRAIN_TIMEOUT", Number("milliseconds", "10000", per_second=1000), 10.0,
@@ -118,6 +131,14 @@ class GatewayConfig:
     """``service.name`` -> Matomo site id."""
     max_body_size: int = _default("max_body_size")
     """Bytes a request body may have, before and after decompression."""
+    max_spans: int = _default("max_spans")
+    """Spans one request may carry (decoding limits: ``gateway._otlp_limits``)."""
+    max_attributes: int = _default("max_attributes")
+    """Attributes per span, resource, event or link, entries per map value, events and links per span."""
+    max_string_length: int = _default("max_string_length")
+    """Bytes per string or bytes value, key or name."""
+    max_array_length: int = _default("max_array_length")
+    """Values per array value."""
     queue_size: int = _default("queue_size")
     """Hits waiting for Matomo; beyond it requests get 429 so that senders back off and retry."""
     drain_timeout: float = _default("drain_timeout")

@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from otel_matomo._request import http_request_from_span_data
 from otel_matomo._types import HttpRequest
 from otel_matomo.gateway._otlp_json import decode_json
+from otel_matomo.gateway._otlp_limits import DEFAULT_LIMITS, DecodeLimits
 from otel_matomo.gateway._otlp_protobuf import decode_protobuf
 from otel_matomo.gateway._otlp_records import SPAN_KIND_SERVER, MalformedPayload, SpanRecord, TraceRequest
 
@@ -63,7 +64,7 @@ def gunzip(body: bytes, limit: int) -> bytes:
         piece = _FIRST_PIECE
         try:
             while not decompressor.eof and position < len(view):
-                chunk = view[position : position + piece]
+                chunk: bytes | memoryview = view[position : position + piece]
                 position += len(chunk)
                 while chunk:
                     output += decompressor.decompress(chunk, limit + 1 - len(output))
@@ -79,10 +80,12 @@ def gunzip(body: bytes, limit: int) -> bytes:
     return bytes(output)
 
 
-def decode(body: bytes, encoding: Encoding) -> TraceRequest:
-    """Decode an ``ExportTraceServiceRequest``; raises :class:`MalformedPayload` when it is not one."""
+def decode(body: bytes, encoding: Encoding, limits: DecodeLimits = DEFAULT_LIMITS) -> TraceRequest:
+    """Decode an ``ExportTraceServiceRequest`` within ``limits``; raises :class:`MalformedPayload` when it is not
+    one, ``RequestTooLarge`` when it is over a whole-request limit (a span over a per-span limit is only
+    rejected, see ``_otlp_limits``)."""
     try:
-        return decode_protobuf(body) if encoding is Encoding.PROTOBUF else decode_json(body)
+        return decode_protobuf(body, limits) if encoding is Encoding.PROTOBUF else decode_json(body, limits)
     except RecursionError:
         raise MalformedPayload("the payload is nested too deeply") from None
 

@@ -41,6 +41,7 @@ from otel_matomo.gateway._otlp import (
     http_request_of,
     status_body,
 )
+from otel_matomo.gateway._otlp_limits import DecodeLimits, RequestTooLarge
 from otel_matomo.gateway._otlp_records import SPAN_KIND_SERVER, MalformedPayload, SpanRecord, TraceRequest
 
 _logger = logging.getLogger("otel_matomo.gateway")
@@ -101,6 +102,7 @@ class Gateway:
         self._by_service = {service: self._sites[site_id] for service, site_id in config.sites.items()}
         self._default = self._sites[settings.site_id] if default_site else None
         self._token = config.token.encode() if config.token is not None else None
+        self._limits = DecodeLimits.of(config)
         self._log = RateLimitedLog(_logger)
         self._close_lock = threading.Lock()
         self._closed = False
@@ -202,9 +204,11 @@ class Gateway:
     def _accept(self, body: bytes, encoding: Encoding, gzipped: bool) -> _Answer:
         """Decode, translate and queue one export request (in a worker thread: this is the CPU-bound part)."""
         try:
-            request = decode(gunzip(body, self.config.max_body_size) if gzipped else body, encoding)
+            request = decode(gunzip(body, self.config.max_body_size) if gzipped else body, encoding, self._limits)
         except PayloadTooLarge:
             return self._too_large(encoding)
+        except RequestTooLarge as error:
+            return _error(encoding, 413, StatusCode.RESOURCE_EXHAUSTED, str(error))
         except MalformedPayload as error:
             return _error(encoding, 400, StatusCode.INVALID_ARGUMENT, str(error))
         work, rejections = self._translate(request)
