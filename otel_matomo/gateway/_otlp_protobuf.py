@@ -13,7 +13,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otel_matomo._names import ATTRIBUTE_PREFIX
 from otel_matomo.gateway._otlp_limits import DecodeLimits
-from otel_matomo.gateway._otlp_records import STATUS_ERROR, MalformedPayload, TraceRequest, Unusable, record
+from otel_matomo.gateway._otlp_records import STATUS_ERROR, MalformedPayload, SpanRecord, TraceRequest, Unusable, record
 from otel_matomo.gateway._otlp_wire import Scan
 
 
@@ -27,37 +27,39 @@ def decode_protobuf(body: bytes, limits: DecodeLimits) -> TraceRequest:
     """
     decoded = TraceRequest()
     for plan in Scan(body, limits).plan():
+        if plan.problem:
+            if plan.spans:
+                decoded.rejections[f"from a resource {plan.problem}"] += len(plan.spans)
+            continue
         resource = _proto_attributes(
             _parse(Resource, b"".join(body[start:end] for start, end in plan.resource)).attributes
         )
         for place in plan.spans:
-            problem = plan.problem and f"from a resource or scope {plan.problem}"
-            problem = problem or place.problem
-            if problem:
-                decoded.rejections[problem] += 1
-                continue
-            span = _parse(Span, body[place.start : place.end])
             try:
-                decoded.spans.append(
-                    record(
-                        name=span.name,
-                        kind=span.kind,
-                        attributes=_proto_attributes(span.attributes),
-                        span_id=span.span_id,
-                        start=span.start_time_unix_nano,
-                        end=span.end_time_unix_nano,
-                        resource=resource,
-                        events=tuple(
-                            (event.name, event.time_unix_nano, _proto_attributes(event.attributes))
-                            for event in span.events
-                            if event.name.startswith(ATTRIBUTE_PREFIX)
-                        ),
-                        failed=span.status.code == STATUS_ERROR,
-                    )
-                )
+                if place.problem:
+                    raise Unusable(place.problem)
+                decoded.spans.append(_record(_parse(Span, body[place.start : place.end]), resource))
             except Unusable as unusable:
                 decoded.rejections[unusable.reason] += 1
     return decoded
+
+
+def _record(span: Span, resource: dict[str, object]) -> SpanRecord:
+    return record(
+        name=span.name,
+        kind=span.kind,
+        attributes=_proto_attributes(span.attributes),
+        span_id=span.span_id,
+        start=span.start_time_unix_nano,
+        end=span.end_time_unix_nano,
+        resource=resource,
+        events=tuple(
+            (event.name, event.time_unix_nano, _proto_attributes(event.attributes))
+            for event in span.events
+            if event.name.startswith(ATTRIBUTE_PREFIX)
+        ),
+        failed=span.status.code == STATUS_ERROR,
+    )
 
 
 _Parsed = TypeVar("_Parsed", Resource, Span)

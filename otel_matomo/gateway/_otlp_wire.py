@@ -54,7 +54,9 @@ _SCOPE = _Message({3: _KEY_VALUE}, frozenset({1, 2}), frozenset({3}))
 _EVENT = _Message({3: _KEY_VALUE}, frozenset({2}), frozenset({3}))
 _LINK = _Message({4: _KEY_VALUE}, frozenset({1, 2, 3}), frozenset({4}))
 _STATUS = _Message(strings=frozenset({2}))
-SPAN = _Message({9: _KEY_VALUE, 11: _EVENT, 13: _LINK, 15: _STATUS}, frozenset({1, 2, 3, 4, 5}), frozenset({9, 11, 13}))
+_SPAN = _Message(
+    {9: _KEY_VALUE, 11: _EVENT, 13: _LINK, 15: _STATUS}, frozenset({1, 2, 3, 4, 5}), frozenset({9, 11, 13})
+)
 
 
 @dataclass
@@ -69,7 +71,7 @@ class SpanPlace:
 @dataclass
 class ResourcePlan:
     """One ``ResourceSpans``: where its resource lies (a message given twice is merged, so possibly in parts), the
-    first limit the resource or its scopes break, and its spans."""
+    first limit the resource breaks (then all its spans are rejected), and its spans."""
 
     resource: list[tuple[int, int]] = field(default_factory=list)
     problem: str | None = None
@@ -88,7 +90,11 @@ class Scan:
     def plan(self) -> list[ResourcePlan]:
         """Each ``ResourceSpans`` with its resource and spans; raises ``MalformedPayload`` or ``RequestTooLarge``."""
         try:
-            return [self._resource_spans(start, end) for start, end in self._messages(0, len(self.body), 1)]
+            return [
+                self._resource_spans(start, end)
+                for number, start, end in self._fields(0, len(self.body))
+                if number == 1
+            ]
         except IndexError:
             raise _malformed("a field runs past the end of the body") from None
 
@@ -97,25 +103,21 @@ class Scan:
         for number, value_start, value_end in self._fields(start, end):
             if number == 1:
                 plan.resource.append((value_start, value_end))
-                plan.problem = plan.problem or self.check(value_start, value_end, _ATTRIBUTES, 2)
+                problem = self.check(value_start, value_end, _ATTRIBUTES, 2)
+                plan.problem = plan.problem or problem
             elif number == 2:
                 self._scope_spans(value_start, value_end, plan)
         return plan
 
     def _scope_spans(self, start: int, end: int, plan: ResourcePlan) -> None:
         for number, value_start, value_end in self._fields(start, end):
-            if number == 1:
-                plan.problem = plan.problem or self.check(value_start, value_end, _SCOPE, 3)
+            if number == 1:  # the scope: read by nothing, so only charged (and its structure checked)
+                self.check(value_start, value_end, _SCOPE, 3)
             elif number == 2:
                 self.spans += 1
                 if self.spans > self.limits.max_spans:
                     raise self.limits.too_many_spans()
-                plan.spans.append(SpanPlace(value_start, value_end, self.check(value_start, value_end, SPAN, 3)))
-
-    def _messages(self, start: int, end: int, number: int) -> Iterator[tuple[int, int]]:
-        for found, value_start, value_end in self._fields(start, end):
-            if found == number:
-                yield value_start, value_end
+                plan.spans.append(SpanPlace(value_start, value_end, self.check(value_start, value_end, _SPAN, 3)))
 
     def _fields(self, start: int, end: int) -> Iterator[tuple[int, int, int]]:
         """The length-delimited fields of the message at ``start:end`` (the others are stepped over), charged to
