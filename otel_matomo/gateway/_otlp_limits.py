@@ -25,9 +25,10 @@ from otel_matomo._names import GATEWAY_ENV_PREFIX as ENV_PREFIX
 from otel_matomo.gateway._config import GatewayConfig
 
 DECODED_FACTOR = 8
-"""A request may take this many times ``MAX_BODY_SIZE`` once decoded. A real OTLP/JSON body takes about 8 times
-its size in Python objects, protobuf about 5: a body near the limit of spans with many short attributes may be
-refused, which says to send smaller batches."""
+"""A request may take this many times ``MAX_BODY_SIZE`` once decoded (128 MiB at the default), as the decoders
+estimate it. Real requests are estimated at about 6 times their size in protobuf (every body under the body limit
+fits) and 10 times in OTLP/JSON (a JSON body of spans with many short attributes fits up to about 13 MiB; above,
+the answer says to send smaller batches)."""
 
 
 class RequestTooLarge(ValueError):

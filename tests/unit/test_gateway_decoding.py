@@ -83,6 +83,7 @@ def test_the_protobuf_pass_stops_at_the_first_span_over_the_limit() -> None:
     [
         (Encoding.PROTOBUF, request_of(field(2, field(9, b"") * 20_000))),  # empty attributes, 2 bytes each
         (Encoding.JSON, b'{"resourceSpans":[' + b"{}," * 20_000 + b"{}]}"),  # json.loads: 64 bytes per 3
+        (Encoding.JSON, b'{"x":[' + b"1000," * 20_000 + b"1]}"),  # 36 bytes per 5, which no object hook sees
     ],
 )
 def test_a_body_that_would_take_too_much_memory_is_refused_before_it_is_built(encoding: Encoding, body: bytes) -> None:
@@ -90,6 +91,15 @@ def test_a_body_that_would_take_too_much_memory_is_refused_before_it_is_built(en
 
     with pytest.raises(RequestTooLarge, match=rf"once decoded \(8 times {PREFIX}MAX_BODY_SIZE\)"):
         decode(body, encoding, limits)
+
+
+def test_json_text_that_python_stores_in_4_bytes_a_character_is_estimated_so() -> None:
+    ascii_body = b'{"x": "' + b"a" * 10_000 + b'"}'
+    limits = dataclasses.replace(DEFAULT_LIMITS, max_body_size=len(ascii_body) // 2)  # a budget of 4 times
+
+    assert decode(ascii_body, Encoding.JSON, limits).spans == []
+    with pytest.raises(RequestTooLarge):  # one emoji makes json.loads' str 4 bytes a character
+        decode(ascii_body.replace(b"aaaa", "\U0001f600".encode(), 1), Encoding.JSON, limits)
 
 
 def test_the_protobuf_pass_stops_where_the_budget_runs_out() -> None:
