@@ -13,7 +13,15 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otel_matomo._names import ATTRIBUTE_PREFIX
 from otel_matomo.gateway._otlp_limits import DecodeLimits
-from otel_matomo.gateway._otlp_records import STATUS_ERROR, MalformedPayload, SpanRecord, TraceRequest, Unusable, record
+from otel_matomo.gateway._otlp_records import (
+    STATUS_ERROR,
+    MalformedPayload,
+    OverLimit,
+    SpanRecord,
+    TraceRequest,
+    Unusable,
+    record,
+)
 from otel_matomo.gateway._otlp_wire import Scan
 
 
@@ -37,7 +45,7 @@ def decode_protobuf(body: bytes, limits: DecodeLimits) -> TraceRequest:
         for place in plan.spans:
             try:
                 if place.problem:
-                    raise Unusable(place.problem)
+                    raise OverLimit(place.problem)
                 decoded.spans.append(_record(_parse(Span, body[place.start : place.end]), resource))
             except Unusable as unusable:
                 decoded.rejections[unusable.reason] += 1
