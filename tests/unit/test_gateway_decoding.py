@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import gc
 import json
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_matomo._settings import Settings
+from otel_matomo.gateway import _otlp
 from otel_matomo.gateway._config import GatewayConfig
 from otel_matomo.gateway._otlp import Encoding, decode
 from otel_matomo.gateway._otlp_limits import DEFAULT_LIMITS, DecodeLimits, RequestTooLarge
@@ -290,3 +292,39 @@ def test_the_limits_are_options_with_defaults() -> None:
     assert (DEFAULT_LIMITS.max_spans, DEFAULT_LIMITS.max_attributes) == (10_000, 128)
     assert (DEFAULT_LIMITS.max_string_length, DEFAULT_LIMITS.max_array_length) == (65_536, 1_024)
     assert DecodeLimits.of(GatewayConfig.from_env({f"{PREFIX}MAX_ARRAY_LENGTH": "7"})).max_array_length == 7
+
+
+# --- the garbage collector -----------------------------------------------------------------------------------------
+
+
+def test_decoding_pauses_the_collector_and_restores_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+
+    def decode_json(body: bytes, limits: DecodeLimits) -> Any:
+        seen.append(gc.isenabled())
+        raise MalformedPayload("no")
+
+    monkeypatch.setattr(_otlp, "decode_json", decode_json)
+    assert gc.isenabled()
+
+    with pytest.raises(MalformedPayload):
+        decode(b"{}", Encoding.JSON)
+
+    assert (seen, gc.isenabled()) == ([False], True)
+
+
+def test_concurrent_decodes_restore_the_collector_once_and_only_if_it_was_on() -> None:
+    pause = _otlp._CollectorPause()
+    with pause:
+        with pause:
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the other decode still runs
+    assert gc.isenabled()
+
+    gc.disable()
+    try:
+        with pause:
+            pass
+        assert not gc.isenabled()  # an application that turned it off keeps it off
+    finally:
+        gc.enable()
