@@ -5,7 +5,7 @@ JSON strings or numbers (the Node.js exporter sends numbers for ``intValue``, st
 protobuf JSON printers' spellings (enum names, ``"NaN"``) are accepted too. A value of the wrong type is dropped,
 as ``_request`` drops a malformed attribute; a broken structure refuses the payload.
 
-Limits (``_otlp_limits``): ``json.loads`` builds the whole tree in one call, about 8 times the body in Python
+Limits (``_otlp_limits``): ``json.loads`` builds the whole tree in one call, 8 to 10 times the body in Python
 objects for a real request and 20 times for ``{},`` repeated, so the decoded size is estimated first from counts
 of the bytes that make objects, lists, members and strings (C-speed ``bytes.count``, over-counting what strings
 hold), and the request refused above the budget. Then the spans are counted, and the per-span limits checked as
@@ -49,7 +49,8 @@ an object, a number or a string), or quotes a string (two per string; keys are s
 
 
 def decode_json(body: bytes, limits: DecodeLimits) -> TraceRequest:
-    """Decode an OTLP/JSON ``ExportTraceServiceRequest``; raises :class:`MalformedPayload` when it is not one."""
+    """Decode an OTLP/JSON ``ExportTraceServiceRequest``; raises :class:`MalformedPayload` when it is not one,
+    ``RequestTooLarge`` when it is over the decoded-size estimate or ``max_spans``."""
     if _estimate(body) > limits.max_decoded:
         raise limits.too_large_decoded()
     try:

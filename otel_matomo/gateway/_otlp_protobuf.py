@@ -26,7 +26,8 @@ from otel_matomo.gateway._otlp_wire import Scan
 
 
 def decode_protobuf(body: bytes, limits: DecodeLimits) -> TraceRequest:
-    """Decode a protobuf ``ExportTraceServiceRequest``; raises :class:`MalformedPayload` when it is not one.
+    """Decode a protobuf ``ExportTraceServiceRequest``; raises :class:`MalformedPayload` when it is not one,
+    ``RequestTooLarge`` when it is over the decoded-size estimate or ``max_spans``.
 
     The wire pass (``_otlp_wire``) first refuses a request over a whole-request limit and finds each span; then
     each resource and each span is parsed alone, so that protobuf never holds more than one span, and a span over
