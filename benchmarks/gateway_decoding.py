@@ -10,6 +10,8 @@ Cases (``--size`` sets the hostile bodies' size, 15 MB by default, under the def
 - ``normal-protobuf`` / ``normal-json``: 512 HTTP server spans with 17 attributes, what an SDK sends.
 - ``empty-spans``: protobuf, the body filled with empty spans (2 bytes each).
 - ``empty-attributes``: protobuf, spans of 100 attributes with distinct 3-byte keys and no value.
+- ``repeated-scalar``: protobuf, one span whose ``kind`` is given 7.5 million times (the wire pass's worst case:
+  one step per 2 bytes, each costing no memory).
 - ``json-objects``: ``{"resourceSpans":[{},{},...]}``, which ``json.loads`` inflates about 20 times.
 - ``json-numbers`` / ``json-strings``: an unknown member holding a list of ``1000`` or ``"ab"`` filling the body:
   objects ``json.loads`` builds that no hook sees.
@@ -38,6 +40,7 @@ CASES = (
     "normal-json",
     "empty-spans",
     "empty-attributes",
+    "repeated-scalar",
     "json-objects",
     "json-numbers",
     "json-strings",
@@ -174,6 +177,8 @@ def build(case: str, size: int) -> tuple[bytes, str, bool]:
         return _request(b"\x12\x00" * (size // 2)), "PROTOBUF", False
     if case == "empty-attributes":
         return _empty_attributes(size), "PROTOBUF", False
+    if case == "repeated-scalar":
+        return _request(_field(2, b"\x30\x01" * (size // 2))), "PROTOBUF", False
     if case == "json-objects":
         return b'{"resourceSpans":[' + b"{}," * (size // 3) + b"{}]}", "JSON", False
     if case == "json-numbers":

@@ -151,7 +151,10 @@ class Scan:
                 tag, position = _tag(body, position)
             cost += _FIELD_COST
             if tag & 7 != _LENGTH_DELIMITED:
-                position = _step(body, position, tag & 7, end)[1]
+                if tag & 7 == _VARINT and position < end and body[position] < 0x80:  # kind, a small count
+                    position += 1
+                else:
+                    position = _step(body, position, tag & 7, end)[1]
                 continue
             length = body[position]
             if length < 0x80:

@@ -208,6 +208,7 @@ def test_a_resource_given_in_two_parts_is_merged_as_protobuf_merges_it() -> None
     [
         (request_of(field(2, b"\x4a\x05\x0a\x01")), "runs past its message"),
         (request_of(field(2, b"\x0b")), "wire type 3"),
+        (request_of(field(2, b"\x30")) + b"\x01", "runs past its message"),  # a varint's value outside its span
         (request_of(field(2, b"\x00\x00")), "field number 0"),
         (request_of(field(2, b"\x30" + b"\xff" * 11)), "varint longer than 10 bytes"),
         (b"\x0a\x05", "runs past"),
