@@ -525,3 +525,55 @@ def test_cli_configuration_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest
 
     assert code == 2
     assert "OTEL_EXPORTER_MATOMO_ENDPOINT" in capsys.readouterr().err
+
+
+def test_zero_code_with_a_missing_configurator_fails_sdk_start_up(stub: MatomoReportingStub) -> None:
+    env = {
+        "OTEL_TRACES_EXPORTER": "matomo",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_PYTHON_CONFIGURATOR": "not-installed",
+    }
+
+    result = check(stub.url, SUPERUSER_TOKEN, env=env)
+
+    assert result.code == 1
+    assert result.verdict("sdk start-up") == "FAIL"
+    assert "OTEL_PYTHON_CONFIGURATOR names the configurator 'not-installed'" in result.message("sdk start-up")
+
+
+def test_zero_code_fails_when_no_installed_framework_is_instrumented(
+    stub: MatomoReportingStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_check_environment, "installed_instrumentors", frozenset)
+    env = {"OTEL_TRACES_EXPORTER": "matomo", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
+
+    result = check(stub.url, SUPERUSER_TOKEN, env=env)
+
+    assert result.code == 1
+    assert result.verdict("instrumentation") == "FAIL"
+    assert "pip install 'otel-matomo[flask]'" in result.out
+
+
+def test_zero_code_warns_beside_an_instrumented_framework(
+    stub: MatomoReportingStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_check_environment, "installed_instrumentors", lambda: frozenset({"django"}))
+    env = {"OTEL_TRACES_EXPORTER": "matomo", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
+
+    result = check(stub.url, SUPERUSER_TOKEN, env=env)
+
+    assert "FAIL" not in result.out
+    assert "ignore this if the application is a Django application" in result.out
+
+
+def test_django_beside_an_asgi_server_without_the_asgi_instrumentation_fails(
+    stub: MatomoReportingStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_check_environment, "importable", lambda module: False)
+
+    result = check(stub.url, SUPERUSER_TOKEN)
+
+    assert result.code == 1
+    assert "Django and uvicorn" in result.out
+    assert "pip install opentelemetry-instrumentation-asgi" in result.out
