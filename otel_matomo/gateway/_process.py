@@ -21,29 +21,32 @@ def serve(gateway: Gateway) -> None:
     """Serve ``gateway`` under uvicorn until SIGTERM or SIGINT, then drain it.
 
     On a signal uvicorn stops accepting connections, lets the requests in flight finish (within the drain
-    timeout), then sends the ASGI lifespan shutdown, on which the gateway drains its queue to Matomo. Clients
-    late with their headers or body are disconnected (:mod:`._connections`); uvicorn answers 503 to requests on
-    connections beyond ``max_connections`` (its limit counts the connection asking, hence the one more).
+    timeout), then sends the ASGI lifespan shutdown, on which the gateway drains its queue to Matomo.
     """
-    config = gateway.config
-    server = uvicorn.Server(
-        uvicorn.Config(
-            gateway,
-            host=config.host,
-            port=config.port,
-            http=deadline_protocol(ReadDeadlines(config.header_timeout, config.body_timeout)),
-            limit_concurrency=config.max_connections + 1,
-            lifespan="on",
-            log_level="warning",
-            access_log=False,
-            server_header=False,
-            timeout_graceful_shutdown=max(1, round(config.drain_timeout)),
-        )
-    )
+    server = uvicorn.Server(uvicorn_config(gateway))
     try:
         server.run()
     finally:
         gateway.close()  # when the lifespan shutdown did not run (a second Ctrl-C), or the server failed
+
+
+def uvicorn_config(gateway: Gateway) -> uvicorn.Config:
+    """How uvicorn serves ``gateway``: clients late with their headers or body are disconnected
+    (:mod:`._connections`), and requests on connections beyond ``max_connections`` are answered 503 (uvicorn's
+    limit counts the connection asking, hence the one more)."""
+    config = gateway.config
+    return uvicorn.Config(
+        gateway,
+        host=config.host,
+        port=config.port,
+        http=deadline_protocol(ReadDeadlines(config.header_timeout, config.body_timeout)),
+        limit_concurrency=config.max_connections + 1,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=max(1, round(config.drain_timeout)),
+    )
 
 
 def run_gateway(
