@@ -133,6 +133,15 @@ _GATEWAY_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
         },
     ),
     (
+        "--max-body-memory",
+        {
+            "type": int,
+            "metavar": "BYTES",
+            "help": "bytes of request bodies held at once while read and decoded; more get 503 with Retry-After "
+            "(default 128 MiB; OTEL_MATOMO_GATEWAY_MAX_BODY_MEMORY)",
+        },
+    ),
+    (
         "--max-decoding",
         {
             "type": int,

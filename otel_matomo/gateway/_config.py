@@ -116,6 +116,9 @@ GATEWAY_OPTIONS = OptionTable(
                "time a client has to send a request's body, after its headers; then the connection is closed"),
         Option("max_connections", "MAX_CONNECTIONS", Whole("a positive whole number of connections, e.g. 1000"),
                1000, "open connections served at once; requests on more get 503"),
+        Option("max_body_memory", "MAX_BODY_MEMORY", Whole("a positive whole number of bytes, e.g. 134217728"),
+               128 * 1024 * 1024, "bytes of request bodies held at once, while read and decoded (at least "
+               "--max-body-size); beyond it 503 with Retry-After", shown="128 MiB"),
         Option("max_decoding", "MAX_DECODING", Whole("a positive whole number of requests, e.g. 4"), 4,
                "request bodies decoded at once (the CPU- and memory-heavy part); more get 503 with Retry-After"),
         Option("allow_unauthenticated", "ALLOW_UNAUTHENTICATED", Flag(), False,
@@ -154,6 +157,8 @@ class GatewayConfig:
     """Seconds from the end of a request's headers to the end of its body."""
     max_connections: int = _default("max_connections")
     """Connections served at once; requests on more are answered 503."""
+    max_body_memory: int = _default("max_body_memory")
+    """Bytes of request bodies in memory at once; past it requests are answered 503 with ``Retry-After``."""
     max_decoding: int = _default("max_decoding")
     """Request bodies decoded at once; more are answered 503 with ``Retry-After``."""
     allow_unauthenticated: bool = _default("allow_unauthenticated")
@@ -174,6 +179,7 @@ class GatewayConfig:
         header_timeout: float | None = None,
         body_timeout: float | None = None,
         max_connections: int | str | None = None,
+        max_body_memory: int | str | None = None,
         max_decoding: int | str | None = None,
         allow_unauthenticated: bool | None = None,
     ) -> GatewayConfig:
@@ -197,6 +203,7 @@ class GatewayConfig:
             "header_timeout": header_timeout,
             "body_timeout": body_timeout,
             "max_connections": max_connections,
+            "max_body_memory": max_body_memory,
             "max_decoding": max_decoding,
             "allow_unauthenticated": allow_unauthenticated,
         }
@@ -208,6 +215,11 @@ class GatewayConfig:
         values = GATEWAY_OPTIONS.read(arguments, env)
         token = values.pop("token_file") or values["token"]
         _refuse_open_bind(values["host"], token, values["allow_unauthenticated"])
+        if values["max_body_memory"] < values["max_body_size"]:
+            raise ConfigurationError(
+                f"--max-body-memory ({ENV_PREFIX}MAX_BODY_MEMORY) is below --max-body-size: no request of the "
+                "largest size could ever be read; expected at least as many bytes"
+            )
         return cls(**{**values, "token": token})
 
 

@@ -62,6 +62,7 @@ def run_gateway(
     header_timeout: float | None = None,
     body_timeout: float | None = None,
     max_connections: int | None = None,
+    max_body_memory: int | None = None,
     max_decoding: int | None = None,
     allow_unauthenticated: bool | None = None,
 ) -> int:
@@ -81,6 +82,7 @@ def run_gateway(
         header_timeout=header_timeout,
         body_timeout=body_timeout,
         max_connections=max_connections,
+        max_body_memory=max_body_memory,
         max_decoding=max_decoding,
         allow_unauthenticated=allow_unauthenticated,
     )

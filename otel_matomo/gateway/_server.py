@@ -28,6 +28,7 @@ from otel_matomo._ratelimit import RateLimitedLog
 from otel_matomo._settings import Settings
 from otel_matomo._types import DropReason, ExportStats, Hit
 from otel_matomo._worker import Admission, DeliveryWorker
+from otel_matomo.gateway._admission import Busy, Load
 from otel_matomo.gateway._config import GatewayConfig
 from otel_matomo.gateway._otlp import (
     Encoding,
@@ -47,7 +48,8 @@ TRACES_PATH = "/v1/traces"
 _RETRY_AFTER_S = 5
 """Seconds a sender should wait after 429 or 503: about one bulk request to Matomo."""
 _BUSY_RETRY_AFTER_S = 1
-"""Seconds a sender should wait when every decoding slot is taken: a decode takes well under a second."""
+"""Seconds a sender should wait when the gateway is at its memory or decoding limit: a decode takes well under a
+second."""
 _GZIP = frozenset({"gzip", "x-gzip"})
 
 Scope = MutableMapping[str, Any]
@@ -104,8 +106,7 @@ class Gateway:
         self._log = RateLimitedLog(_logger)
         self._close_lock = threading.Lock()
         self._closed = False
-        self._decoding = 0
-        """Requests being decoded now; only the event loop's thread changes it."""
+        self._load = Load(config.max_body_memory, config.max_decoding)
 
     @property
     def stats(self) -> dict[int, ExportStats]:
@@ -189,18 +190,17 @@ class Gateway:
             return _unavailable(encoding, 503, "the gateway is shutting down")
         if any(site.worker.waiting >= self.config.queue_size for site in self._sites.values()):
             return _unavailable(encoding, 429, "the gateway's queue to Matomo is full")
-        body = await _read_body(receive, self.config.max_body_size)
-        if body is None:
-            return self._too_large(encoding)
-        # Decoding is where a request costs CPU and a multiple of its size in memory: a few at once, the others
-        # come back soon, instead of every request of a burst (or an attack) decoding at the same time.
-        if self._decoding >= self.config.max_decoding:
-            return _unavailable(encoding, 503, "the gateway is busy decoding other requests", _BUSY_RETRY_AFTER_S)
-        self._decoding += 1
         try:
-            return await anyio.to_thread.run_sync(self._accept, body, encoding, content_encoding in _GZIP)
-        finally:
-            self._decoding -= 1
+            with self._load.holding() as hold:
+                body = await _read_body(receive, self.config.max_body_size, hold)
+                if body is None:
+                    return self._too_large(encoding)
+                # Decoding costs CPU and a multiple of the body in memory: a few at once, the others come back
+                # soon, instead of every request of a burst (or an attack) decoding at the same time.
+                with self._load.decoding():
+                    return await anyio.to_thread.run_sync(self._accept, body, encoding, content_encoding in _GZIP)
+        except Busy as busy:
+            return _unavailable(encoding, 503, str(busy), _BUSY_RETRY_AFTER_S)
 
     def _authorized(self, authorization: str | None) -> bool:
         if self._token is None:
@@ -269,8 +269,9 @@ class Gateway:
         )
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole body, or ``None`` as soon as it exceeds ``limit`` (chunked bodies announce no length)."""
+async def _read_body(receive: Receive, limit: int, hold: Callable[[int], None]) -> bytes | None:
+    """The whole body, or ``None`` as soon as it exceeds ``limit`` (chunked bodies announce no length); each
+    chunk is counted by ``hold`` before it is kept."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -281,6 +282,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
         size += len(chunk)
         if size > limit:
             return None
+        hold(len(chunk))
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

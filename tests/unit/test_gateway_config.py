@@ -19,6 +19,7 @@ def test_defaults_listen_on_loopback_on_the_otlp_port() -> None:
     assert (config.max_body_size, config.queue_size, config.drain_timeout) == (16 * 1024 * 1024, 10_000, 10.0)
     assert (config.header_timeout, config.body_timeout) == (10.0, 30.0)
     assert (config.max_connections, config.max_decoding, config.allow_unauthenticated) == (1000, 4, False)
+    assert config.max_body_memory == 128 * 1024 * 1024
 
 
 def test_connection_limits_are_read_like_the_other_durations() -> None:
@@ -27,6 +28,7 @@ def test_connection_limits_are_read_like_the_other_durations() -> None:
         "OTEL_MATOMO_GATEWAY_BODY_TIMEOUT": "4500",
         "OTEL_MATOMO_GATEWAY_MAX_CONNECTIONS": "64",
         "OTEL_MATOMO_GATEWAY_MAX_DECODING": "2",
+        "OTEL_MATOMO_GATEWAY_MAX_BODY_MEMORY": "33554432",
     }
 
     config = GatewayConfig.from_env(environ)
@@ -39,6 +41,12 @@ def test_connection_limits_are_read_like_the_other_durations() -> None:
         2,
     )
     assert (overridden.header_timeout, overridden.body_timeout, overridden.max_connections) == (0.5, 1.5, 8)
+    assert (config.max_body_memory, overridden.max_body_memory) == (32 * 1024 * 1024, 32 * 1024 * 1024)
+
+
+def test_body_memory_below_the_body_limit_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"--max-body-memory \(OTEL_MATOMO_GATEWAY_MAX_BODY_MEMORY\) is below"):
+        GatewayConfig.from_env({"OTEL_MATOMO_GATEWAY_MAX_BODY_SIZE": "2048"}, max_body_memory=1024)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "gateway.internal"])

@@ -194,3 +194,24 @@ def test_requests_beyond_the_decoding_cap_get_503_with_retry_after(serve: Serve,
     assert first[0].status_code == 200
     gateway._accept = accept  # type: ignore[method-assign]
     assert httpx.post(url, content=BODY, headers=headers).status_code == 200
+
+
+def test_bodies_past_the_memory_budget_get_503_until_memory_is_given_back(serve: Serve) -> None:
+    """The bytes a client really sent count, not what it announced; they are given back when it leaves."""
+    _, port = serve(max_body_memory=len(BODY) + len(BODY) // 2, body_timeout=10)
+    url = f"http://127.0.0.1:{port}/v1/traces"
+    announced_only = _connect(port, REQUEST_HEAD.replace(b"Content-Length: %d" % len(BODY), b"Content-Length: 9999999"))
+    holding = _connect(port, REQUEST_HEAD + BODY[:-10])
+    try:
+        time.sleep(0.3)
+        busy = httpx.post(url, content=BODY, headers={"content-type": "application/json"})
+    finally:
+        holding.close()
+
+    assert (busy.status_code, busy.headers["retry-after"]) == (503, "1")
+    assert "as many request bodies in memory as it may" in busy.json()["message"]
+    wait_until(
+        lambda: httpx.post(url, content=BODY, headers={"content-type": "application/json"}).status_code == 200,
+        "the memory held by a client that left was not given back",
+    )
+    announced_only.close()
