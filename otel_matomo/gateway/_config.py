@@ -47,14 +47,14 @@ class _BearerToken:
 
 
 def _read_private(path: Path) -> str:
-    """The token in ``path``, refused when group or others may read or change it: a readable copy is a leaked
-    token, a writable one lets another user choose it. The token itself never appears in the message."""
+    """The token in ``path``, refused when group or others have any access to it, as ssh does with a key: a
+    readable copy is a leaked token, a writable one lets another user choose it. The message never shows it."""
     try:
         mode = path.stat().st_mode & 0o777
         if mode & _PRIVATE:
             raise Invalid(
-                f"may be read or written by group or others (mode {mode:04o})",
-                f"a file only its owner can read: chmod 600 {path} (Kubernetes: defaultMode: 0400)",
+                f"is open to group or others (mode {mode:04o})",
+                f"a file only its owner can read (chmod 600 {path}), or the token in {ENV_PREFIX}TOKEN",
             )
         return path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as error:

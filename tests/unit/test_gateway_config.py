@@ -86,7 +86,7 @@ def test_a_token_file_others_may_read_or_write_is_refused_without_echoing_it(tmp
         GatewayConfig.from_env({}, token_file=str(token_file))
 
     message = str(refused.value)
-    assert f"may be read or written by group or others (mode {mode:04o})" in message
+    assert f"is open to group or others (mode {mode:04o})" in message
     assert f"chmod 600 {token_file}" in message
     assert TOKEN not in message
 
