@@ -90,7 +90,7 @@ GATEWAY_OPTIONS = OptionTable(
     (
         # Loopback unless told otherwise: a receiver reachable from the network lets anyone inject visits.
         Option("host", "HOST", Text("an address to listen on"), "127.0.0.1",
-               "address to listen on (`0.0.0.0` for every interface: then set a token)"),
+               "address to listen on (`0.0.0.0` for every interface: then a token is required)"),
         Option("port", "PORT", Whole("a TCP port number, e.g. 4318", maximum=65535), 4318,
                "TCP port (the OTLP/HTTP default)"),
         # Never a flag: `ps` would show it.
