@@ -62,4 +62,5 @@ def render_table(rows: list[AttackRow]) -> str:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _ROWS:
         terminalreporter.section("attacks on the gateway")
-        terminalreporter.write_line(render_table(_ROWS))
+        # In the order: labels start with the row number ("1: ..."), then come the "held: ..." rows.
+        terminalreporter.write_line(render_table(sorted(_ROWS, key=lambda row: row.attack.partition(":")[0])))

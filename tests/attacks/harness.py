@@ -159,11 +159,12 @@ def start(
 
 
 def kill(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL by PID if the gateway has not drained within a few seconds."""
+    """SIGTERM, then SIGKILL by PID if the gateway has not drained within a few seconds (a gateway stuck in a
+    decode would otherwise wait for it)."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=8)
+            process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=8)
