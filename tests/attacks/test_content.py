@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.attacks.conftest import AttackRow
 from tests.attacks.harness import (
     GatewayProcess,
@@ -78,9 +80,18 @@ def _received_for(standin: MatomoStandIn, marker: str, expected: int, timeout: f
         time.sleep(0.05)
 
 
-def test_row4_a_7_mb_url_path(standin: MatomoStandIn, tmp_path: Path, attacks: list[AttackRow]) -> None:
+@pytest.mark.parametrize(
+    ("label", "length"),
+    [
+        ("a 7 MB url.path", 7_000_000),
+        ("a 60 kB url.path (under the gateway's string limit: capped in translation)", 60_000),
+    ],
+)
+def test_row4_a_huge_url_path(
+    standin: MatomoStandIn, tmp_path: Path, attacks: list[AttackRow], label: str, length: int
+) -> None:
     with running_gateway(standin, tmp_path) as gateway:
-        row = run_attack(gateway, "4: a 7 MB url.path", _send(gateway, [span("/huge/" + "a" * 7_000_000, 1)]))
+        row = run_attack(gateway, f"4: {label}", _send(gateway, [span("/huge/" + "a" * length, 1)]))
         hits = _received_for(standin, "/huge/", 1)
     longest = max((len(hit.get(name, "")) for hit in hits for name in ("url", "action_name")), default=0)
     row.answer += f"; longest url or title sent {longest:,} characters"
