@@ -207,3 +207,21 @@ def test_row8_spoofed_client_addresses(standin: MatomoStandIn, tmp_path: Path, a
     assert_targets(row)
     assert chosen == []
     assert by_path.get("untrusted-peer") == by_path.get("untrusted-peer-client") == "198.51.100.7"
+
+
+def test_row8_a_foreign_host_with_the_site_host_allow_list(
+    standin: MatomoStandIn, tmp_path: Path, attacks: list[AttackRow]
+) -> None:
+    """The allow-list is off by default (row 8 above shows a foreign host passing); set, it drops other hosts."""
+    spans = [
+        span("/h/foreign", 1, {HOST: "evil.example", "server.address": "evil.example"}),
+        span("/h/own", 2),
+    ]
+    with running_gateway(standin, tmp_path, OTEL_EXPORTER_MATOMO_SITE_HOSTS="shop.example") as gateway:
+        row = run_attack(gateway, "8: a foreign Host, SITE_HOSTS=shop.example", _send(gateway, spans))
+        hits = _received_for(standin, "/h/", 2, timeout=3)
+    hosts = sorted({hit["url"].split("/")[2] for hit in hits})
+    row.answer += f"; url hosts sent: {', '.join(hosts) or 'none'}"
+    attacks.append(row)
+    assert_targets(row)
+    assert hosts == ["shop.example"]
