@@ -150,8 +150,8 @@ class _Chained:
     It cannot tell whether the process will end later by itself (``sys.exit``: ``atexit`` flushes) or by raising
     SIGTERM again under its default action (uvicorn's ``capture_signals``: death, no exit hook). So the main thread,
     which ``signal.raise_signal`` targets, holds SIGTERM from the first one on; the flush releases it, and a held
-    re-raise then ends the process. Other threads (the exporters' own) still take a further SIGTERM sent to the
-    process, so holding never makes the process deaf to it.
+    re-raise then ends the process. Threads started before (the exporters' own) still take a further SIGTERM sent
+    to the process, so holding never makes it deaf to one; a child forked meanwhile is let go of the hold.
     """
 
     def __init__(self, handler: _Handler) -> None:
@@ -173,6 +173,17 @@ def _release_sigterm() -> None:
     if _Process.holding_in == os.getpid() and threading.current_thread() is threading.main_thread():
         _Process.holding_in = None
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def _forget_hold_in_child() -> None:
+    """A child forked while the main thread held SIGTERM inherits the hold, but nothing asked the child to stop."""
+    if _Process.holding_in is not None:
+        _Process.holding_in = None
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_hold_in_child)
 
 
 def _flush_within_timeout() -> None:

@@ -68,6 +68,26 @@ def test_a_sigterm_handler_of_the_application_still_runs_and_the_flush_waits_for
     assert result.returncode == 0
 
 
+def test_a_child_forked_while_sigterm_is_held_is_not_held() -> None:
+    result = _run(
+        """
+        import os, signal
+
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        component = Component()
+        _stop.register(component)
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("held", signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, []), flush=True)
+        child = os.fork()
+        if child == 0:
+            print("held in child", signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, []), flush=True)
+            os._exit(0)
+        os.waitpid(child, 0)
+        """
+    )
+    assert result.stdout == "held True\nheld in child False\nflushed\n", result.stderr
+
+
 def test_a_handler_that_exits_still_exits_after_the_flush() -> None:
     result = _run(
         """
