@@ -13,7 +13,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from otel_matomo._options import Invalid
 
@@ -243,28 +242,6 @@ class Text:
 
     def show(self, default: Any) -> str:
         return "none" if default is None else f"`{default}`"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    expected: str = "the Matomo base URL or its matomo.php URL, e.g. https://matomo.example.com"
-
-    def parse(self, raw: Any, _argument: bool) -> str:
-        text = str(raw)
-        parts = urlsplit(text)
-        # Never echo a query (it may hold a token) nor what stands before an '@' (it may be a password), even
-        # where urlsplit sees no netloc.
-        base = re.split(r"[?#]", text, maxsplit=1)[0]
-        shown = repr(base if "@" not in base else "…@" + base.rpartition("@")[2])
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise Invalid(f"is {shown}, which has no http(s) scheme and host")
-        if parts.query or parts.fragment:
-            raise Invalid(f"is {shown} with a query or fragment (never put token_auth in a URL)")
-        path = parts.path if parts.path.endswith(".php") else parts.path.rstrip("/") + "/matomo.php"
-        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-
-    def show(self, _default: Any) -> str:
-        return "none"
 
 
 @dataclass(frozen=True)

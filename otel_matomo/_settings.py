@@ -16,11 +16,11 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, TypedDict
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from otel_matomo._endpoint import Endpoint
 from otel_matomo._kinds import (
     Choice,
-    Endpoint,
     Flag,
     Globs,
     IpNetwork,
@@ -287,6 +287,12 @@ class Settings:
             )
         return settings
 
+    def __post_init__(self) -> None:
+        # However built (by hand, dataclasses.replace), a Settings never holds an endpoint that httpx would log
+        # with its credentials or that every export would fail on.
+        if self.endpoint is not None:
+            SETTINGS_OPTIONS.parse(SETTINGS_OPTIONS["endpoint"], self.endpoint, argument=True)
+
     def __repr__(self) -> str:
         shown = {
             item.name: getattr(self, item.name)
@@ -310,12 +316,8 @@ class Settings:
 
     @property
     def endpoint_for_logs(self) -> str:
-        """The endpoint without any user:password part, safe to log."""
-        if self.endpoint is None:
-            return "(dry run)"
-        parts = urlsplit(self.endpoint)
-        netloc = parts.netloc.rpartition("@")[2]
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        """The endpoint, safe to log: it never holds credentials (see ``__post_init__``)."""
+        return "(dry run)" if self.endpoint is None else self.endpoint
 
 
 def _derived_secret(token: str | None, *, warn: bool) -> bytes:

@@ -801,18 +801,16 @@ def unreachable(endpoint: str, logs: pytest.LogCaptureFixture, timeout: float = 
     return result, line
 
 
-def test_connection_refused_is_said_in_words_without_the_password(
-    standin: MatomoStandIn, logs: pytest.LogCaptureFixture
-) -> None:
+def test_connection_refused_is_said_in_words(standin: MatomoStandIn, logs: pytest.LogCaptureFixture) -> None:
+    # An endpoint never holds a password (test_endpoint.py): the URL is safe to show.
     standin.stop()
     port = standin.url.rpartition(":")[2]
-    result, line = unreachable(f"http://tracker:pa55word@127.0.0.1:{port}/matomo.php", logs)
+    result, line = unreachable(f"http://127.0.0.1:{port}/matomo.php", logs)
     assert (result.outcome, result.answered) == (Outcome.GAVE_UP, False)
     assert line == (
         f"otel-matomo could not reach Matomo at http://127.0.0.1:{port}/matomo.php: connection refused (ConnectError);"
         " retrying"
     )
-    assert not [r for r in logs.records if "pa55word" in r.getMessage()]
 
 
 def test_a_name_that_does_not_resolve_is_said_in_words(logs: pytest.LogCaptureFixture) -> None:
