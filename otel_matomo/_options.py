@@ -9,6 +9,7 @@ echoes a secret: a mistyped token is still a token.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -149,6 +150,21 @@ class OptionTable:
             if option.required and values[option.name] is None:
                 raise self.error(option, "is not set", option.kind.expected)
 
+    def unknown_variables(self, environ: Mapping[str, str], *more: OptionTable) -> list[tuple[str, str | None]]:
+        """Each variable in ``environ`` with this table's prefix that neither it nor ``more`` reads, and the known
+        variable it was most likely meant to be: a typo in a variable name is otherwise silently ignored."""
+        known = {option.suffix for table in (self, *more) if table.prefix == self.prefix for option in table.options}
+        found: list[tuple[str, str | None]] = []
+        for name in sorted(environ):
+            if not name.upper().startswith(self.prefix):
+                continue
+            suffix = name.upper()[len(self.prefix) :]
+            if name == self.prefix + suffix and suffix in known:
+                continue
+            guess = nearest(suffix, known)  # the suffixes alone: the shared prefix makes every name look alike
+            found.append((name, None if guess is None else self.prefix + guess))
+        return found
+
     def fields(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """``values`` keyed by the field each one is stored in."""
         return {self._by_name[name].field_name: value for name, value in values.items()}
@@ -165,3 +181,9 @@ class OptionTable:
             shown = "required" if option.required else option.shown or option.kind.show(option.default)
             named = f" `{self.label(option)}` " if option.keyword else " "
             yield f"| `{self.prefix}{option.suffix}` |{named}| {shown} | {option.help} |"
+
+
+def nearest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate ``name`` was most likely meant to be, when one is close enough to be a typo of it."""
+    found = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.65)  # COMPRESSION is no PROCESSOR
+    return found[0] if found else None

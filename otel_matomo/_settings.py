@@ -267,7 +267,9 @@ class Settings:
         ``timeout`` and ``schedule_delay`` are in seconds as arguments and in milliseconds as variables,
         matching the OpenTelemetry exporter conventions. An unknown keyword raises ``TypeError``.
         """
-        values = SETTINGS_OPTIONS.read(arguments, os.environ if environ is None else environ)
+        env = os.environ if environ is None else environ
+        _warn_about_unknown_variables(env)
+        values = SETTINGS_OPTIONS.read(arguments, env)
         dry = values["dry_run"]
         if dry and values["site_id"] is None:
             values["site_id"] = 1
@@ -318,6 +320,14 @@ class Settings:
     def endpoint_for_logs(self) -> str:
         """The endpoint, safe to log: it never holds credentials (see ``__post_init__``)."""
         return "(dry run)" if self.endpoint is None else self.endpoint
+
+
+def _warn_about_unknown_variables(environ: Mapping[str, str]) -> None:
+    """One line per ``OTEL_EXPORTER_MATOMO_*`` variable nothing reads: a misspelt name is otherwise ignored in
+    silence, and the option it meant keeps its default."""
+    for name, guess in SETTINGS_OPTIONS.unknown_variables(environ, SWITCHES):
+        hint = f"did you mean {guess}?" if guess else "the README's configuration reference lists every variable"
+        _logger.warning("otel-matomo: %s is not a variable otel-matomo reads, so it changes nothing: %s", name, hint)
 
 
 def _derived_secret(token: str | None, *, warn: bool) -> bytes:
