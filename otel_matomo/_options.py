@@ -20,6 +20,8 @@ _T = TypeVar("_T")
 class ConfigurationError(ValueError):
     """An invalid setting; the message names the variable and the expected form, never a secret's value."""
 
+    __module__ = "otel_matomo"  # where users import it from, and what a traceback should name
+
 
 class Invalid(Exception):
     """Raised by a :class:`Kind`; the table turns it into a :class:`ConfigurationError` naming the option."""
@@ -80,7 +82,7 @@ class OptionTable:
     """Options sharing a variable prefix, read by one reader and documented by one renderer."""
 
     owner: str
-    """Who takes the keywords, for the unknown-keyword ``TypeError`` (``Settings.from_env``)."""
+    """Who takes the keywords, for the unknown-keyword ``TypeError`` when the reader is not told who was called."""
     prefix: str
     options: tuple[Option, ...]
     labels: Callable[[str], str] = str
@@ -112,34 +114,48 @@ class OptionTable:
     def label(self, option: Option) -> str:
         return option.label or self.labels(option.name)
 
-    def read(self, arguments: Mapping[str, object], environ: Mapping[str, str]) -> dict[str, Any]:
-        """Every option's value by name: the argument if given, else the variable, else the default."""
+    def read(
+        self, arguments: Mapping[str, object], environ: Mapping[str, str], caller: str | None = None
+    ) -> dict[str, Any]:
+        """Every option's value by name: the argument if given, else the variable, else the default.
+
+        ``caller`` is what the user called (``MatomoSpanExporter``): errors about an argument name it, so that
+        nobody hunts for a ``Settings.from_env`` they never wrote.
+        """
+        keywords = [option.name for option in self.options if option.keyword]
         for name in arguments:
-            if name not in self._by_name or not self._by_name[name].keyword:
-                raise TypeError(f"{self.owner}() got an unexpected keyword argument {name!r}")
-        return {option.name: self.value(option, arguments.get(option.name), environ) for option in self.options}
+            if name not in keywords:
+                guess = nearest(name, keywords)
+                hint = f". Did you mean {guess!r}?" if guess else ""
+                raise TypeError(f"{caller or self.owner}() got an unexpected keyword argument {name!r}{hint}")
+        return {option.name: self.value(option, arguments.get(option.name), environ, caller) for option in self.options}
 
     def given(self, name: str, arguments: Mapping[str, object], environ: Mapping[str, str]) -> bool:
         """Whether option ``name`` is set, by argument or variable (for rules that span two options)."""
         variable = environ.get(self.prefix + self[name].suffix, "").strip()
         return arguments.get(name) is not None or bool(variable)
 
-    def value(self, option: Option, argument: object, environ: Mapping[str, str]) -> Any:
+    def value(self, option: Option, argument: object, environ: Mapping[str, str], caller: str | None = None) -> Any:
         if argument is not None:
-            return self.parse(option, argument, argument=True)
+            return self.parse(option, argument, argument=True, caller=caller)
         raw = environ.get(self.prefix + option.suffix, "").strip()
         return self.parse(option, raw, argument=False) if raw else option.default
 
-    def parse(self, option: Option, raw: object, *, argument: bool) -> Any:
+    def parse(self, option: Option, raw: object, *, argument: bool, caller: str | None = None) -> Any:
+        """``raw`` read by the option's kind; an invalid argument's error names ``caller`` when given."""
         try:
             return option.kind.parse(raw, argument)
         except Invalid as invalid:
-            expected = invalid.expected or option.kind.expected
-            if invalid.aside:  # the argument's unit is not the variable's: name the variable after the form
-                variable = self.prefix + option.suffix
-                message = f"{self.label(option)} {invalid.problem}: expected {expected} ({variable} {invalid.aside})"
-                raise ConfigurationError(message) from None
-            raise self.error(option, invalid.problem, expected) from None
+            raise self._invalid(option, invalid, caller if argument else None) from None
+
+    def _invalid(self, option: Option, invalid: Invalid, caller: str | None) -> ConfigurationError:
+        expected = invalid.expected or option.kind.expected
+        if invalid.aside:  # the argument's unit is not the variable's: name the variable after the form
+            variable = self.prefix + option.suffix
+            message = f"{self.label(option)} {invalid.problem}: expected {expected} ({variable} {invalid.aside})"
+        else:
+            message = str(self.error(option, invalid.problem, expected))
+        return ConfigurationError(f"{caller}: {message}" if caller else message)
 
     def error(self, option: Option, problem: str, expected: str) -> ConfigurationError:
         return ConfigurationError(f"{self.label(option)} ({self.prefix}{option.suffix}) {problem}: expected {expected}")

@@ -146,7 +146,8 @@ def run(
     warnings: list[str] = []
     try:
         with _collected_warnings() as warnings:
-            settings = Settings.from_env(env, endpoint=args.endpoint, site_id=args.site_id)
+            # No caller: an invalid flag is named as its variable, which --help says it overrides.
+            settings = Settings.from_env(env, _caller=None, endpoint=args.endpoint, site_id=args.site_id)
             read_flag("CAPTURE_HEADERS", True, env)
     except ConfigurationError as error:
         for warning in warnings:  # e.g. a misspelt variable, often why a required one is unset

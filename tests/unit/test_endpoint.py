@@ -97,6 +97,16 @@ def test_an_invalid_endpoint_names_the_variable_the_problem_and_the_form(given: 
     assert form in message.partition(": expected ")[2]
 
 
+def test_as_an_argument_the_error_names_the_class_called() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        MatomoSpanExporter(endpoint="http://host:notaport", site_id=1, visitor_id_secret=SECRET)
+
+    assert str(raised.value) == (
+        f"MatomoSpanExporter: endpoint ({PREFIX}ENDPOINT) has the port 'notaport': expected {FORM}, the port a "
+        "number from 1 to 65535"
+    )
+
+
 # --- credentials ----------------------------------------------------------------------------------------------------
 
 CREDENTIALS = [
@@ -153,7 +163,7 @@ def test_a_settings_built_by_hand_or_replaced_never_holds_credentials() -> None:
     ):
         with pytest.raises(ConfigurationError) as raised:
             build()
-        assert str(raised.value).startswith(f"endpoint ({PREFIX}ENDPOINT) holds credentials")
+        assert str(raised.value).startswith(f"Settings: endpoint ({PREFIX}ENDPOINT) holds credentials")
         assert PASSWORD not in str(raised.value)
 
 

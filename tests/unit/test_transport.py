@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from urllib.parse import parse_qsl
 
 import pytest
@@ -56,7 +57,12 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 def transport_settings(standin: MatomoStandIn, token: str | None = WRITE_TOKEN, timeout: float = 2.0) -> Settings:
     return Settings.from_env(
-        {}, endpoint=standin.url, site_id=1, token_auth=token, timeout=timeout, visitor_id_secret=SECRET
+        {},
+        endpoint=standin.url,
+        site_id=1,
+        token_auth=token,
+        timeout=timedelta(seconds=timeout),
+        visitor_id_secret=SECRET,
     )
 
 
@@ -795,7 +801,9 @@ def test_a_settled_batch_is_an_answer(standin: MatomoStandIn) -> None:
 
 def unreachable(endpoint: str, logs: pytest.LogCaptureFixture, timeout: float = 2.0) -> tuple[SendResult, str]:
     """Send one hit to ``endpoint`` without retrying; the result and the one "could not reach" line."""
-    settings = Settings.from_env({}, endpoint=endpoint, site_id=1, token_auth=WRITE_TOKEN, timeout=timeout)
+    settings = Settings.from_env(
+        {}, endpoint=endpoint, site_id=1, token_auth=WRITE_TOKEN, timeout=timedelta(seconds=timeout)
+    )
     result = HttpSender(settings).send([hit()], retry=False)
     [line] = [r.getMessage() for r in logs.records if "could not reach Matomo" in r.getMessage()]
     return result, line
