@@ -77,7 +77,8 @@ SETTINGS_OPTIONS = OptionTable(
     (
         # Where hits go.
         Option("endpoint", "ENDPOINT", Endpoint(), None,
-               "Matomo base URL (`https://matomo.example.com`) or its `matomo.php` URL", required=True, secret=True),
+               "Matomo base URL (`https://matomo.example.com`) or its `matomo.php` URL: http(s), a host, an optional "
+               "port (1-65535), no `user:password@`, query or fragment", required=True, secret=True),
         Option("site_id", "SITE_ID", Whole("a positive whole number, the Matomo idsite, e.g. 1"), None,
                "the Matomo `idsite`", required=True),
         Option("token_auth", "TOKEN_AUTH", MatomoToken(), None,
