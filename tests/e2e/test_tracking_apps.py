@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -95,7 +96,7 @@ def _settings(standin: MatomoStandIn) -> Settings:
         site_id=1,
         token_auth=WRITE_TOKEN,
         visitor_id_secret=SECRET,
-        schedule_delay=0.05,
+        schedule_delay=timedelta(milliseconds=50),
     )
 
 

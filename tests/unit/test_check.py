@@ -378,6 +378,52 @@ def test_configuration_error_exits_2() -> None:
     assert "OTEL_EXPORTER_MATOMO_SITE_ID" in result.err
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "problem"),
+    [
+        ("http://127.0.0.1:notaport", "has the port 'notaport'"),
+        ("http://127.0.0.1:70000", "has the port '70000'"),
+        ("http://tracker:Pa55w0rdXyz@127.0.0.1:1", "holds credentials before the host ('…@127.0.0.1:1')"),
+        (
+            f"http://127.0.0.1:1/matomo.php?token_auth={WRITE_TOKEN}",
+            "is 'http://127.0.0.1:1/matomo.php' with a token_auth in its query",
+        ),
+    ],
+)
+def test_an_invalid_endpoint_exits_2_with_one_line(endpoint: str, problem: str) -> None:
+    for result in (check(endpoint), check("https://matomo.example.com", endpoint_argument=endpoint)):
+        assert result.code == 2
+        assert result.out == ""
+        [line] = result.err.splitlines()
+        assert line.startswith(
+            f"otel-matomo check: invalid configuration: endpoint (OTEL_EXPORTER_MATOMO_ENDPOINT) {problem}"
+        )
+        assert "Pa55w0rdXyz" not in line
+
+
+def test_a_misspelt_variable_is_named_with_the_configuration_error_it_causes() -> None:
+    result = check("http://127.0.0.1:1", env={"OTEL_EXPORTER_MATOMO_SITE_ID": "", "OTEL_EXPORTER_MATOMO_SITEID": "1"})
+
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        "otel-matomo: OTEL_EXPORTER_MATOMO_SITEID is not a variable otel-matomo reads, so it changes nothing: "
+        "did you mean OTEL_EXPORTER_MATOMO_SITE_ID?",
+        "otel-matomo check: invalid configuration: site_id (OTEL_EXPORTER_MATOMO_SITE_ID) is not set: expected a "
+        "positive whole number, the Matomo idsite, e.g. 1",
+    ]
+
+
+def test_a_misspelt_variable_is_a_warn_line(stub: MatomoReportingStub) -> None:
+    result = check(stub.url, SUPERUSER_TOKEN, env={"OTEL_EXPORTER_MATOMO_EXCLUDE_PATH": "/internal/*"})
+
+    assert (
+        "WARN",
+        "otel-matomo: OTEL_EXPORTER_MATOMO_EXCLUDE_PATH is not a variable otel-matomo reads, so it changes nothing: "
+        "did you mean OTEL_EXPORTER_MATOMO_EXCLUDE_PATHS?",
+    ) in result.lines("configuration")
+    assert result.err == ""
+
+
 def test_invalid_capture_headers_flag_exits_2(stub: MatomoReportingStub) -> None:
     result = check(stub.url, env={"OTEL_EXPORTER_MATOMO_CAPTURE_HEADERS": "maybe"})
 

@@ -17,6 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -125,7 +126,7 @@ def test_every_recording_server_span_is_sent_sampled_or_not(processors: Processo
 
 
 def test_batches_are_bounded_by_batch_size(processors: Processors, standin: MatomoStandIn) -> None:
-    processor = processors(batch_size=10, schedule_delay=5.0)
+    processor = processors(batch_size=10, schedule_delay=timedelta(seconds=5))
     tracer = tracer_for(processor)
     for n in range(25):
         request_span(tracer, f"/page/{n}")
@@ -141,7 +142,7 @@ def test_full_batches_go_at_once_and_the_rest_waits_for_the_schedule(
     # Spans are translated as they come (32 at a time), but Matomo gets full batches: a partial batch waits for
     # schedule_delay, so that hits per request stay high under load.
     clock = StepClock()
-    processor = processors(batch_size=40, schedule_delay=1.5, clock=clock)
+    processor = processors(batch_size=40, schedule_delay=timedelta(seconds=1.5), clock=clock)
     tracer = tracer_for(processor)
     for n in range(100):
         request_span(tracer, f"/page/{n}")
@@ -160,7 +161,7 @@ def test_full_batches_go_at_once_and_the_rest_waits_for_the_schedule(
 
 def test_queued_spans_are_translated_soon_without_waiting_for_a_batch(processors: Processors) -> None:
     # Spans are large object graphs; the worker turns them into hits within a few spans, not a whole batch.
-    processor = processors(batch_size=500, schedule_delay=30.0)
+    processor = processors(batch_size=500, schedule_delay=timedelta(seconds=30))
     tracer = tracer_for(processor)
     for n in range(64):
         request_span(tracer, f"/page/{n}")
@@ -374,7 +375,7 @@ def test_after_a_failure_the_worker_waits_for_the_backoff_then_sends(
 ) -> None:
     monkeypatch.setattr(retry_module, "backoff", lambda attempt: 10.0)
     clock = StepClock()
-    processor = processors(schedule_delay=1.0, clock=clock)
+    processor = processors(schedule_delay=timedelta(seconds=1), clock=clock)
     standin.stop()
     request_span(tracer_for(processor), "/kept")
     clock.advance(1.0)
@@ -395,7 +396,7 @@ def test_after_a_failure_the_worker_waits_for_the_backoff_then_sends(
 
 
 def test_force_flush_is_true_once_everything_is_delivered(processors: Processors, standin: MatomoStandIn) -> None:
-    processor = processors(schedule_delay=10.0)  # only the flush makes the worker send
+    processor = processors(schedule_delay=timedelta(seconds=10))  # only the flush makes the worker send
     tracer = tracer_for(processor)
     for n in range(3):
         request_span(tracer, f"/page/{n}")
@@ -409,7 +410,7 @@ def test_force_flush_from_many_threads_covers_every_span_that_ended_before_it(
     processors: Processors, standin: MatomoStandIn
 ) -> None:
     """``on_end`` queues without the lock: the worker must still see every span queued before a flush began."""
-    processor = processors(schedule_delay=10.0)
+    processor = processors(schedule_delay=timedelta(seconds=10))
     tracer = tracer_for(processor)
     missing: list[str] = []
 
@@ -490,7 +491,7 @@ def test_shutdown_with_matomo_down_is_bounded_and_counts_the_loss(
 def test_shutdown_with_a_hanging_matomo_returns_within_its_timeout_plus_a_second(
     processors: Processors, standin: MatomoStandIn
 ) -> None:
-    processor = processors(timeout=10.0)
+    processor = processors(timeout=timedelta(seconds=10))
     tracer = tracer_for(processor)
     standin.behaviour = Behaviour(delay=3.0)
     request_span(tracer, "/page")
@@ -540,7 +541,7 @@ def test_without_a_token_hits_older_than_a_day_are_dropped_and_logged(
 def test_with_a_token_hits_older_than_a_day_are_replayed_within_the_max_age(
     processors: Processors, standin: MatomoStandIn
 ) -> None:
-    processor = processors(buffer_max_age=3 * 86_400)
+    processor = processors(buffer_max_age=timedelta(days=3))
     tracer = tracer_for(processor)
     start_ns = time.time_ns() - 25 * HOUR_NS
     request_span(tracer, "/yesterday", start_ns=start_ns)
@@ -715,7 +716,7 @@ def test_a_websocket_is_tracked_at_its_start_by_default(
 def test_a_forked_child_delivers_its_own_hits_and_the_parent_goes_on(
     processors: Processors, standin: MatomoStandIn
 ) -> None:
-    processor = processors(schedule_delay=0.5)
+    processor = processors(schedule_delay=timedelta(seconds=0.5))
     tracer = tracer_for(processor)
     request_span(tracer, "/before-fork")  # still queued in the parent when it forks
     pid = os.fork()
