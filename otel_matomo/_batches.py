@@ -120,7 +120,7 @@ class BatchSender:
         self._log.log(
             logging.ERROR,
             "refused",
-            "otel-matomo dropped a hit that Matomo refuses (every batch holding it failed; the other hits were "
+            "otel-matomo: dropped a hit that Matomo refuses (every batch holding it failed; the other hits were "
             "delivered): %s; also %s",
             shown,
             others,
@@ -131,7 +131,18 @@ class BatchSender:
             self._buffer.release(batch)
         self._pipeline.metrics.retry()
         self.failures += 1
-        self._next_attempt = self._clock.monotonic() + _retry.delay(self.failures, result.retry_after)
+        delay = _retry.delay(self.failures, result.retry_after)
+        self._next_attempt = self._clock.monotonic() + delay
+        if result.outcome is Outcome.GAVE_UP:
+            self._log.log(
+                logging.WARNING,
+                "back-off",
+                "otel-matomo: Matomo at %s did not take a batch of %d hits (%s); kept, sent again in %.1f s",
+                self._pipeline.settings.endpoint_for_logs,
+                len(batch.hits),
+                result.cause or "no reason given",
+                delay,
+            )
 
 
 def _settled(result: SendResult) -> bool:

@@ -21,7 +21,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -34,10 +34,15 @@ from otel_matomo._clock import Clock, SystemClock
 from otel_matomo._diagnostics import SpanDiagnostics
 from otel_matomo._pipeline import Pipeline
 from otel_matomo._ratelimit import RateLimitedLog
-from otel_matomo._settings import Settings
+from otel_matomo._settings import Settings, configured
 from otel_matomo._spans import read_span
 from otel_matomo._types import ExportStats, HttpRequest, RawHeaders
 from otel_matomo._worker import DeliveryWorker
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from otel_matomo._arguments import MatomoOptions
 
 _logger = logging.getLogger("otel_matomo")
 _START_DELAY = 0.2
@@ -59,9 +64,10 @@ class _Started:
 class MatomoSpanProcessor(SpanProcessor):
     """Sends every recording HTTP server span to Matomo from the delivery worker, with retry buffer and spool.
 
-    Keyword options as for :class:`~otel_matomo.MatomoSpanExporter` (those of ``Settings.from_env``), or
-    ``settings=``. Add it to the ``TracerProvider`` instead of a ``BatchSpanProcessor`` around the exporter, not in
-    addition to one. ``_clock`` (private, for tests) replaces the system clocks, so that a test steps through delays.
+    Keyword options as for :class:`~otel_matomo.MatomoSpanExporter` (:class:`~otel_matomo.exporter.MatomoOptions`,
+    durations as ``datetime.timedelta``), or ``settings=``. Add it to the ``TracerProvider`` instead of a
+    ``BatchSpanProcessor`` around the exporter, not in addition to one. ``_clock`` (private, for tests) replaces
+    the system clocks, so that a test steps through delays.
     """
 
     _lock: threading.Lock
@@ -71,10 +77,10 @@ class MatomoSpanProcessor(SpanProcessor):
     _pipeline: Pipeline
     _worker: DeliveryWorker[_Queued]
 
-    def __init__(self, *, settings: Settings | None = None, _clock: Clock | None = None, **options: Any) -> None:
-        if settings is not None and options:
-            raise TypeError("pass either settings= or keyword options, not both")
-        self._settings = settings or Settings.from_env(**options)
+    def __init__(
+        self, *, settings: Settings | None = None, _clock: Clock | None = None, **options: Unpack[MatomoOptions]
+    ) -> None:
+        self._settings = configured(type(self).__name__, settings, options)
         self._clock = _clock if _clock is not None else SystemClock()
         self._log = RateLimitedLog(_logger)
         self._diagnostics = SpanDiagnostics()

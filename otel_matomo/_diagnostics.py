@@ -1,7 +1,8 @@
 """Runtime diagnostics: configuration mistakes that lose analytics silently, logged once per process.
 
 The exporter and the processor run these: :class:`SpanDiagnostics` judges the shapes of the first server spans
-(no HTTP attributes, no captured header) and :func:`report_sdk_exporters` the SDK exporters
+(no HTTP attributes, no captured header), :func:`watch_start_up` the frameworks the process imports
+(``_frameworks``) and :func:`report_sdk_exporters` the configurator and the SDK exporters
 ``opentelemetry-instrument`` would load (``_sdk_exporters``). Each diagnosis is a pure function that returns
 messages, so ``otel-matomo check`` and the tests use them directly; the ``report_*`` functions log those
 messages once per process on the ``otel_matomo`` logger, through :func:`log_once`. Nothing here raises into its
@@ -14,8 +15,9 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping
 
+from otel_matomo._frameworks import watch as watch_frameworks
 from otel_matomo._names import HEADER_ATTRIBUTE_PREFIX
-from otel_matomo._sdk_exporters import sdk_exporter_problems
+from otel_matomo._sdk_exporters import configurator_problem, sdk_exporter_problems
 
 _logger = logging.getLogger("otel_matomo")
 
@@ -107,10 +109,12 @@ class SpanDiagnostics:
 
     :meth:`observe` takes finished spans (anything with ``kind`` and ``attributes``), costs a few attribute
     look-ups per SERVER span while it watches, and nothing once ``limit`` server spans were seen or both
-    diagnoses were given.
+    diagnoses were given. Building one (the exporter and the processor do, at start-up) also starts the
+    process's start-up diagnoses (:func:`watch_start_up`): a set-up that sends nothing produces no span to judge.
     """
 
     def __init__(self, limit: int = 1000) -> None:
+        watch_start_up()
         self._limit = limit
         self._lock = threading.Lock()
         self._server = 0
@@ -153,10 +157,27 @@ class SpanDiagnostics:
             self._done = True
 
 
-def report_sdk_exporters(environ: Mapping[str, str] | None = None) -> None:
-    """Log :func:`sdk_exporter_problems` once per process."""
+def watch_start_up() -> None:
+    """Report, once per process, a framework that nothing will trace (``_frameworks.watch``); never raises."""
     try:
-        for index, problem in enumerate(sdk_exporter_problems(environ)):
+        watch_frameworks(_report_error)
+    except Exception:  # noqa: BLE001 - diagnostics never break start-up
+        return
+
+
+def _report_error(key: str, message: str) -> None:
+    log_once(key, logging.ERROR, "otel-matomo: %s", message)
+
+
+def report_sdk_exporters(environ: Mapping[str, str] | None = None) -> None:
+    """Log :func:`configurator_problem` and :func:`sdk_exporter_problems` once per process.
+
+    Without a configurator, the pre-instrument hook's import of ``otel_matomo`` is the only code of ours that
+    runs, and this (called when ``otel_matomo.exporter`` is imported) the only word the user gets.
+    """
+    try:
+        problems = [problem for problem in (configurator_problem(environ),) if problem is not None]
+        for index, problem in enumerate(problems + sdk_exporter_problems(environ)):
             log_once(f"sdk-exporters-{index}", logging.ERROR, "otel-matomo: %s", problem)
     except Exception:  # noqa: BLE001 - diagnostics never break start-up
         return

@@ -137,7 +137,7 @@ class DurableBuffer:
         if first:
             self._on_fallback()
             _logger.error(
-                "otel-matomo cannot use its spool (%s): hits are kept in memory instead, bounded by "
+                "otel-matomo: cannot use its spool (%s): hits are kept in memory instead, bounded by "
                 "OTEL_EXPORTER_MATOMO_BUFFER_MAX_HITS/_BYTES, and delivery goes on; the spool is tried again every "
                 "%.0f s",
                 error,

@@ -2,7 +2,8 @@
 
 A kind parses a variable's text or an argument's value, or raises :class:`~otel_matomo._options.Invalid` with
 what is wrong; the option table adds which option it is. Whole numbers are digits only: truncating ``0.5`` to 0
-would make a batch size that never sends and a queue that drops every span.
+would make a batch size that never sends and a queue that drops every span. Durations are ``timedelta``
+arguments: a bare number could be the variable's milliseconds or seconds, so it is refused rather than guessed.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from otel_matomo._options import Invalid
 
@@ -92,9 +93,28 @@ class Whole:
         return f"`{default}`"
 
 
+def _positive(raw: Any) -> float:
+    """A positive finite number written in a variable (``0.5`` and ``1e3`` are fine: these are not counts)."""
+    try:
+        number = float(str(raw))
+    except ValueError:
+        number = math.nan
+    if not 0 < number < math.inf:
+        raise Invalid(f"is {raw!r}")
+    return number
+
+
+def _shown_duration(seconds: float, per_second: int, unit: str) -> str:
+    short = _SHORT_UNITS.get(unit, unit)
+    if per_second == 1:
+        return f"{seconds:g} {short}"
+    return f"{seconds * per_second:g} {short} ({seconds:g} s)"
+
+
 @dataclass(frozen=True)
 class Number:
-    """A positive finite number; a variable in ``unit``, an argument in seconds (``per_second`` units each)."""
+    """A positive finite number: a variable in ``unit`` (``per_second`` of them make a second), an argument (a
+    command-line flag's value) in seconds."""
 
     unit: str
     example: str
@@ -105,25 +125,51 @@ class Number:
         return f"a positive number of {self.unit}, e.g. {self.example}"
 
     def parse(self, raw: Any, argument: bool) -> float:
-        if argument and (self.per_second != 1 or not isinstance(raw, str)):
-            if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 < raw < math.inf:
-                if self.per_second == 1:
-                    raise Invalid(f"is {raw!r}")
-                raise Invalid(f"is {raw!r}", "a positive number of seconds", aside=f"takes {self.unit}")
-            return float(raw)
-        try:
-            number = float(str(raw))
-        except ValueError:
-            number = math.nan
-        if not 0 < number < math.inf:
-            raise Invalid(f"is {raw!r}")
-        return number / self.per_second
+        if not argument:
+            return _positive(raw) / self.per_second
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 < raw < math.inf:
+            raise Invalid(f"is {raw!r}", "a positive number of seconds", aside=f"takes {self.unit}")
+        return float(raw)
 
     def show(self, default: Any) -> str:
-        unit = _SHORT_UNITS.get(self.unit, self.unit)
-        if self.per_second == 1:
-            return f"{default:g} {unit}"
-        return f"{default * self.per_second:g} {unit} ({default:g} s)"
+        return _shown_duration(default, self.per_second, self.unit)
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A duration, stored in seconds: a positive ``datetime.timedelta`` as an argument, a positive number of
+    ``unit`` in the variable. A bare number as argument is refused, never guessed: ``timeout=5000`` meant
+    milliseconds to whoever wrote it, like the variable, and read as seconds it was 83 minutes."""
+
+    unit: str
+    """``milliseconds`` (as the OpenTelemetry exporters' variables) or ``seconds``."""
+    example: str
+    """The default as the variable writes it, e.g. ``10000``."""
+    argument_example: str
+    """The same as an argument, e.g. ``timedelta(seconds=10)``."""
+
+    @property
+    def expected(self) -> str:
+        return f"a positive number of {self.unit}, e.g. {self.example}"
+
+    @property
+    def per_second(self) -> int:
+        return 1000 if self.unit == "milliseconds" else 1
+
+    def parse(self, raw: Any, argument: bool) -> float:
+        if not argument:
+            return _positive(raw) / self.per_second
+        if isinstance(raw, timedelta) and raw > timedelta(0):
+            return raw.total_seconds()
+        bare = isinstance(raw, (int, float)) and not isinstance(raw, bool)
+        raise Invalid(
+            f"is {raw!r}, a number without a unit" if bare else f"is {raw!r}",
+            f"a positive datetime.timedelta, e.g. {self.argument_example}",
+            aside=f"takes {self.unit}",
+        )
+
+    def show(self, default: Any) -> str:
+        return _shown_duration(default, self.per_second, self.unit)
 
 
 @dataclass(frozen=True)
@@ -243,28 +289,6 @@ class Text:
 
     def show(self, default: Any) -> str:
         return "none" if default is None else f"`{default}`"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    expected: str = "the Matomo base URL or its matomo.php URL, e.g. https://matomo.example.com"
-
-    def parse(self, raw: Any, _argument: bool) -> str:
-        text = str(raw)
-        parts = urlsplit(text)
-        # Never echo a query (it may hold a token) nor what stands before an '@' (it may be a password), even
-        # where urlsplit sees no netloc.
-        base = re.split(r"[?#]", text, maxsplit=1)[0]
-        shown = repr(base if "@" not in base else "…@" + base.rpartition("@")[2])
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise Invalid(f"is {shown}, which has no http(s) scheme and host")
-        if parts.query or parts.fragment:
-            raise Invalid(f"is {shown} with a query or fragment (never put token_auth in a URL)")
-        path = parts.path if parts.path.endswith(".php") else parts.path.rstrip("/") + "/matomo.php"
-        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-
-    def show(self, _default: Any) -> str:
-        return "none"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ echoes a secret: a mistyped token is still a token.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -18,6 +19,8 @@ _T = TypeVar("_T")
 
 class ConfigurationError(ValueError):
     """An invalid setting; the message names the variable and the expected form, never a secret's value."""
+
+    __module__ = "otel_matomo"  # where users import it from, and what a traceback should name
 
 
 class Invalid(Exception):
@@ -79,7 +82,7 @@ class OptionTable:
     """Options sharing a variable prefix, read by one reader and documented by one renderer."""
 
     owner: str
-    """Who takes the keywords, for the unknown-keyword ``TypeError`` (``Settings.from_env``)."""
+    """Who takes the keywords, for the unknown-keyword ``TypeError`` when the reader is not told who was called."""
     prefix: str
     options: tuple[Option, ...]
     labels: Callable[[str], str] = str
@@ -111,34 +114,48 @@ class OptionTable:
     def label(self, option: Option) -> str:
         return option.label or self.labels(option.name)
 
-    def read(self, arguments: Mapping[str, object], environ: Mapping[str, str]) -> dict[str, Any]:
-        """Every option's value by name: the argument if given, else the variable, else the default."""
+    def read(
+        self, arguments: Mapping[str, object], environ: Mapping[str, str], caller: str | None = None
+    ) -> dict[str, Any]:
+        """Every option's value by name: the argument if given, else the variable, else the default.
+
+        ``caller`` is what the user called (``MatomoSpanExporter``): errors about an argument name it, so that
+        nobody hunts for a ``Settings.from_env`` they never wrote.
+        """
+        keywords = [option.name for option in self.options if option.keyword]
         for name in arguments:
-            if name not in self._by_name or not self._by_name[name].keyword:
-                raise TypeError(f"{self.owner}() got an unexpected keyword argument {name!r}")
-        return {option.name: self.value(option, arguments.get(option.name), environ) for option in self.options}
+            if name not in keywords:
+                guess = nearest(name, keywords)
+                hint = f". Did you mean {guess!r}?" if guess else ""
+                raise TypeError(f"{caller or self.owner}() got an unexpected keyword argument {name!r}{hint}")
+        return {option.name: self.value(option, arguments.get(option.name), environ, caller) for option in self.options}
 
     def given(self, name: str, arguments: Mapping[str, object], environ: Mapping[str, str]) -> bool:
         """Whether option ``name`` is set, by argument or variable (for rules that span two options)."""
         variable = environ.get(self.prefix + self[name].suffix, "").strip()
         return arguments.get(name) is not None or bool(variable)
 
-    def value(self, option: Option, argument: object, environ: Mapping[str, str]) -> Any:
+    def value(self, option: Option, argument: object, environ: Mapping[str, str], caller: str | None = None) -> Any:
         if argument is not None:
-            return self.parse(option, argument, argument=True)
+            return self.parse(option, argument, argument=True, caller=caller)
         raw = environ.get(self.prefix + option.suffix, "").strip()
         return self.parse(option, raw, argument=False) if raw else option.default
 
-    def parse(self, option: Option, raw: object, *, argument: bool) -> Any:
+    def parse(self, option: Option, raw: object, *, argument: bool, caller: str | None = None) -> Any:
+        """``raw`` read by the option's kind; an invalid argument's error names ``caller`` when given."""
         try:
             return option.kind.parse(raw, argument)
         except Invalid as invalid:
-            expected = invalid.expected or option.kind.expected
-            if invalid.aside:  # the argument's unit is not the variable's: name the variable after the form
-                variable = self.prefix + option.suffix
-                message = f"{self.label(option)} {invalid.problem}: expected {expected} ({variable} {invalid.aside})"
-                raise ConfigurationError(message) from None
-            raise self.error(option, invalid.problem, expected) from None
+            raise self._invalid(option, invalid, caller if argument else None) from None
+
+    def _invalid(self, option: Option, invalid: Invalid, caller: str | None) -> ConfigurationError:
+        expected = invalid.expected or option.kind.expected
+        if invalid.aside:  # the argument's unit is not the variable's: name the variable after the form
+            variable = self.prefix + option.suffix
+            message = f"{self.label(option)} {invalid.problem}: expected {expected} ({variable} {invalid.aside})"
+        else:
+            message = str(self.error(option, invalid.problem, expected))
+        return ConfigurationError(f"{caller}: {message}" if caller else message)
 
     def error(self, option: Option, problem: str, expected: str) -> ConfigurationError:
         return ConfigurationError(f"{self.label(option)} ({self.prefix}{option.suffix}) {problem}: expected {expected}")
@@ -148,6 +165,21 @@ class OptionTable:
         for option in self.options:
             if option.required and values[option.name] is None:
                 raise self.error(option, "is not set", option.kind.expected)
+
+    def unknown_variables(self, environ: Mapping[str, str], *more: OptionTable) -> list[tuple[str, str | None]]:
+        """Each variable in ``environ`` with this table's prefix that neither it nor ``more`` reads, and the known
+        variable it was most likely meant to be: a typo in a variable name is otherwise silently ignored."""
+        known = {option.suffix for table in (self, *more) if table.prefix == self.prefix for option in table.options}
+        found: list[tuple[str, str | None]] = []
+        for name in sorted(environ):
+            if not name.upper().startswith(self.prefix):
+                continue
+            suffix = name.upper()[len(self.prefix) :]
+            if name == self.prefix + suffix and suffix in known:
+                continue
+            guess = nearest(suffix, known)  # the suffixes alone: the shared prefix makes every name look alike
+            found.append((name, None if guess is None else self.prefix + guess))
+        return found
 
     def fields(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """``values`` keyed by the field each one is stored in."""
@@ -165,3 +197,9 @@ class OptionTable:
             shown = "required" if option.required else option.shown or option.kind.show(option.default)
             named = f" `{self.label(option)}` " if option.keyword else " "
             yield f"| `{self.prefix}{option.suffix}` |{named}| {shown} | {option.help} |"
+
+
+def nearest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate ``name`` was most likely meant to be, when one is close enough to be a typo of it."""
+    found = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.65)  # COMPRESSION is no PROCESSOR
+    return found[0] if found else None

@@ -169,7 +169,7 @@ class Pipeline:
             result = self._sender.send(hits, retry=retry)
         except Exception:  # noqa: BLE001 - never into the caller's thread
             self._log.log(
-                logging.ERROR, "bug", "otel-matomo lost %d hits to an unexpected error", len(hits), exc_info=True
+                logging.ERROR, "bug", "otel-matomo: lost %d hits to an unexpected error", len(hits), exc_info=True
             )
             self.count_dropped(DropReason.LOST, len(hits))
             return SendResult(Outcome.REJECTED)
@@ -229,7 +229,7 @@ class Pipeline:
         lost = any(reason not in _POLICY for reason in dropped) or (waiting and not spooled)
         _logger.log(
             logging.WARNING if lost else logging.INFO,
-            "otel-matomo %s stopped: %d requests, %d hits tracked by Matomo, %d invalid; not sent: %s%s",
+            "otel-matomo: %s stopped: %d requests, %d hits tracked by Matomo, %d invalid; not sent: %s%s",
             name,
             requests,
             tracked,
@@ -243,7 +243,7 @@ class Pipeline:
         self._log.log(
             logging.WARNING,
             f"invalid-fact-{fact.kind}-{fact.attribute}",
-            "otel-matomo dropped a tracked %s: its attribute %s is %s, and Matomo would refuse the whole bulk "
+            "otel-matomo: dropped a tracked %s: its attribute %s is %s, and Matomo would refuse the whole bulk "
             "request for it (the request's page view and its other facts are sent)",
             fact.kind,
             fact.attribute,
@@ -252,7 +252,7 @@ class Pipeline:
 
     def _log_malformed(self, what: str) -> None:
         self._log.log(
-            logging.WARNING, "malformed", "otel-matomo skipped %s it could not translate", what, exc_info=True
+            logging.WARNING, "malformed", "otel-matomo: skipped %s it could not translate", what, exc_info=True
         )
 
 

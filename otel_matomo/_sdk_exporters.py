@@ -1,5 +1,6 @@
-"""Why ``opentelemetry-instrument`` would fail to set up the SDK: an exporter that an ``OTEL_*_EXPORTER`` variable
-names (or that opentelemetry-distro defaults to) is not installed or fails to import.
+"""Why ``opentelemetry-instrument`` would fail to set up the SDK: no configurator is installed (opentelemetry-distro
+forgotten), or an exporter that an ``OTEL_*_EXPORTER`` variable names (or that opentelemetry-distro defaults to)
+is not installed or fails to import.
 
 A pure diagnosis of an environment mapping and the installed entry points, apart from the span diagnostics
 because it is about the process's start-up, not its spans; the exporter logs it once
@@ -9,7 +10,7 @@ because it is about the process's start-up, not its spans; the exporter logs it 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from importlib.metadata import entry_points
 
 from otel_matomo._names import TRACES_EXPORTER_ENV
@@ -19,6 +20,7 @@ _SIGNALS: tuple[tuple[str, str, str], ...] = (
     ("metrics", "OTEL_METRICS_EXPORTER", "opentelemetry_metrics_exporter"),
     ("logs", "OTEL_LOGS_EXPORTER", "opentelemetry_logs_exporter"),
 )
+CONFIGURATOR_ENV = "OTEL_PYTHON_CONFIGURATOR"
 _OTLP_BY_PROTOCOL = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
 
 Finder = Callable[[str, str], "str | None"]
@@ -39,6 +41,38 @@ def _find_entry_point(group: str, name: str, *, load: bool) -> str | None:
 
 def _distro_installed() -> bool:
     return any(True for _ in entry_points(group="opentelemetry_distro"))
+
+
+def configurator_problem(
+    environ: Mapping[str, str] | None = None, *, configurators: Collection[str] | None = None
+) -> str | None:
+    """Why ``opentelemetry-instrument`` would set up no SDK at all, or ``None``.
+
+    ``opentelemetry-instrument`` runs the instrumentations (and otel-matomo's pre-instrument hook) without any
+    configurator, but only a configurator (opentelemetry-distro's) builds the tracer provider and the exporters
+    ``OTEL_TRACES_EXPORTER`` names: without one the application runs untraced, silently. ``configurators``: the
+    names installed (looked up when ``None``).
+    """
+    env = os.environ if environ is None else environ
+    installed = (
+        {point.name for point in entry_points(group="opentelemetry_configurator")}
+        if configurators is None
+        else configurators
+    )
+    chosen = env.get(CONFIGURATOR_ENV, "").strip()
+    if chosen and chosen not in installed:
+        return (
+            f"{CONFIGURATOR_ENV} names the configurator {chosen!r}, which is not installed: opentelemetry-instrument "
+            f"will set up no SDK and the application will run untraced, sending no hit to Matomo. Fix: unset "
+            f"{CONFIGURATOR_ENV} (opentelemetry-distro's is 'configurator') or install {chosen!r}"
+        )
+    if not installed:
+        return (
+            "no OpenTelemetry configurator is installed (opentelemetry-distro is missing): opentelemetry-instrument "
+            "will instrument the application but set up no SDK, so nothing is traced and no hit is sent to Matomo. "
+            "Fix: pip install opentelemetry-distro (or otel-matomo[django], [flask], [fastapi] or [starlette])"
+        )
+    return None
 
 
 def sdk_exporter_problems(

@@ -1,5 +1,5 @@
 """What the pipeline needs from whatever takes its batches of hits: the :class:`Sender` protocol, the result of
-one batch, and the dry-run sender, which logs hits instead of sending them.
+one batch, and the dry-run sender, which shows hits instead of sending them.
 
 The HTTP sender is in ``_transport``; keeping this module free of it lets a dry run, a test or ``check`` use a
 sender without importing an HTTP client.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,7 +18,8 @@ from typing import Protocol
 from otel_matomo._types import Hit
 
 hits_logger = logging.getLogger("otel_matomo.hits")
-"""Where dry-run mode writes each hit, as JSON, with the hit itself in the record's ``hit`` attribute."""
+"""Where dry-run mode logs each hit, as JSON, with the hit itself in the record's ``hit`` attribute, when the
+application's logging shows this logger's INFO records (else the hits go to standard error)."""
 
 
 class Outcome(enum.Enum):
@@ -56,6 +58,9 @@ class SendResult:
     status: int = 0
     """The HTTP status of the last answer, 0 without one: a caller may treat 429 and 503 (overloaded) apart from
     a 500 (a batch Matomo will not take)."""
+    cause: str = ""
+    """Why the last attempt failed, in an operator's words ("connection refused", "HTTP 503" ...); empty when it
+    did not fail. Every message about hits kept or lost says it, so that "Matomo failed" is never the whole story."""
 
 
 class Sender(Protocol):
@@ -77,15 +82,34 @@ class Sender(Protocol):
 
 
 class DryRunSender:
-    """Sends nothing: logs each hit to ``otel_matomo.hits`` (``OTEL_EXPORTER_MATOMO_DRY_RUN``)."""
+    """Sends nothing: shows each hit instead (``OTEL_EXPORTER_MATOMO_DRY_RUN``).
+
+    A dry run is how a new user sees what would be sent, often before any logging is set up (under
+    ``opentelemetry-instrument``, uvicorn or gunicorn, nothing shows an INFO record of ours). So each hit is one
+    line on standard error, unless the application's logging would show the ``otel_matomo.hits`` INFO record: then
+    it goes there alone, once, in the application's own format.
+    """
 
     reaches_matomo = False
 
     def send(self, hits: Sequence[Hit], *, retry: bool = True) -> SendResult:  # noqa: ARG002 - Sender's signature
-        """Log ``hits``, one record each, the hit as JSON in the message and as itself in ``record.hit``."""
+        """Show ``hits``, one line (or one record, the hit as JSON in the message and itself in ``record.hit``) each."""
+        logged = hits_logger.isEnabledFor(logging.INFO) and hits_logger.hasHandlers()
         for hit in hits:
-            hits_logger.info("%s", json.dumps(hit), extra={"hit": hit})
+            if logged:
+                hits_logger.info("%s", json.dumps(hit), extra={"hit": hit})
+            else:
+                _write_stderr(f"otel-matomo: dry run, not sent: {json.dumps(hit, ensure_ascii=False)}\n")
         return SendResult(Outcome.DELIVERED, tracked=len(hits))
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _write_stderr(line: str) -> None:
+    """Write to whatever standard error is now (tests and servers replace it); a closed one loses the line only."""
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):  # closed, detached, or None under pythonw
+        return

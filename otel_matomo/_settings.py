@@ -13,14 +13,15 @@ import hashlib
 import ipaddress
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, TypedDict
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+from otel_matomo._endpoint import Endpoint
 from otel_matomo._kinds import (
     Choice,
-    Endpoint,
+    Duration,
     Flag,
     Globs,
     IpNetwork,
@@ -28,7 +29,6 @@ from otel_matomo._kinds import (
     Names,
     NetworkList,
     Networks,
-    Number,
     Pairs,
     Secret,
     StatusRanges,
@@ -40,6 +40,8 @@ from otel_matomo._options import Option, OptionTable
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from otel_matomo._arguments import MatomoOptions
 
 _logger = logging.getLogger("otel_matomo")
 
@@ -75,14 +77,15 @@ SETTINGS_OPTIONS = OptionTable(
     (
         # Where hits go.
         Option("endpoint", "ENDPOINT", Endpoint(), None,
-               "Matomo base URL (`https://matomo.example.com`) or its `matomo.php` URL", required=True, secret=True),
+               "Matomo base URL (`https://matomo.example.com`) or its `matomo.php` URL: http(s), a host, an optional "
+               "port (1-65535), no `user:password@`, query or fragment", required=True, secret=True),
         Option("site_id", "SITE_ID", Whole("a positive whole number, the Matomo idsite, e.g. 1"), None,
                "the Matomo `idsite`", required=True),
         Option("token_auth", "TOKEN_AUTH", MatomoToken(), None,
                "a token with write access, needed for the visitor IP ([why](#visitor-ip-and-token_auth))", secret=True),
-        Option("timeout", "TIMEOUT", Number("milliseconds", "10000", per_second=1000), 10.0,
-               "overall deadline of one export, retries included (milliseconds in the variable, seconds as "
-               "argument, as in the OTLP exporters)"),
+        Option("timeout", "TIMEOUT", Duration("milliseconds", "10000", "timedelta(seconds=10)"), 10.0,
+               "overall deadline of one export, retries included (milliseconds in the variable, a `timedelta` as "
+               "argument)"),
         Option("visitor_id_secret", "VISITOR_ID_SECRET",
                Secret("a random string of at least 16 characters shared by every process of the deployment"), b"",
                "key of the visitor-id HMAC, the same for every process of the deployment; without it and "
@@ -140,15 +143,16 @@ SETTINGS_OPTIONS = OptionTable(
                "finished spans waiting for the processor's worker; beyond it spans are dropped (`queue_full`)"),
         Option("batch_size", "BATCH_SIZE", Whole("a positive whole number of hits, e.g. 500"), 500,
                "hits per bulk request at most"),
-        Option("schedule_delay", "SCHEDULE_DELAY", Number("milliseconds", "1000", per_second=1000), 1.0,
-               "how long the worker waits to fill a batch (milliseconds in the variable, seconds as argument)"),
+        Option("schedule_delay", "SCHEDULE_DELAY", Duration("milliseconds", "1000", "timedelta(seconds=1)"), 1.0,
+               "how long the worker waits to fill a batch (milliseconds in the variable, a `timedelta` as argument)"),
         Option("buffer_max_hits", "BUFFER_MAX_HITS", Whole("a positive whole number of hits, e.g. 50000"), 50_000,
                "hits kept while Matomo is unreachable; beyond it the oldest are dropped (`outage_bound`)"),
         Option("buffer_max_bytes", "BUFFER_MAX_BYTES", Whole("a positive whole number of bytes, e.g. 33554432"),
                32 * 1024 * 1024, "bytes of hits kept in memory while Matomo is unreachable",
                shown="`33554432` (32 MiB)"),
-        Option("buffer_max_age", "BUFFER_MAX_AGE", Number("seconds", "86400"), 86_400.0,
-               "seconds a hit waits for Matomo at most; older ones are dropped (`expired`)"),
+        Option("buffer_max_age", "BUFFER_MAX_AGE", Duration("seconds", "86400", "timedelta(days=1)"), 86_400.0,
+               "how long a hit waits for Matomo at most, older ones are dropped (`expired`) (seconds in the "
+               "variable, a `timedelta` as argument)"),
         Option("spool_dir", "SPOOL_DIR", Text("a directory", blank_is_none=True), None,
                "directory where undelivered hits survive a restart (SQLite), shared safely by several processes"),
     ),
@@ -175,43 +179,6 @@ SWITCHES = OptionTable(
 )
 # fmt: on
 """Process-wide switches read outside ``Settings`` (by ``autoconfig``, ``tracking`` and the diagnostics)."""
-
-
-class SettingsArguments(TypedDict, total=False):
-    """The keyword arguments of :meth:`Settings.from_env` (and of the exporter and processor), one per option."""
-
-    endpoint: str | None
-    site_id: int | str | None
-    token_auth: str | None
-    timeout: float | None
-    visitor_id_secret: str | bytes | None
-    error_page_titles: bool | None
-    dry_run: bool | None
-    trusted_proxies: Sequence[str] | None
-    forwarded_header: str | None
-    anonymize_ip: int | None
-    visitor_id: str | None
-    honor_gpc: bool | None
-    honor_dnt: bool | None
-    redact_query_params: Sequence[str] | None
-    exclude_paths: Sequence[str] | None
-    exclude_extensions: Sequence[str] | None
-    exclude_methods: Sequence[str] | None
-    exclude_status: Sequence[str | int] | None
-    event_routes: Sequence[str] | None
-    event_category: str | None
-    dimensions: Mapping[int, str] | None
-    track_bots: bool | None
-    skip_synthetic: bool | None
-    site_hosts: Sequence[str] | None
-    start_routes: Sequence[str] | None
-    queue_size: int | None
-    batch_size: int | None
-    schedule_delay: float | None
-    buffer_max_hits: int | None
-    buffer_max_bytes: int | None
-    buffer_max_age: float | None
-    spool_dir: str | None
 
 
 @dataclass(frozen=True)
@@ -267,13 +234,24 @@ class Settings:
     spool_dir: str | None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **arguments: Unpack[SettingsArguments]) -> Settings:
-        """Build settings from arguments, falling back to ``OTEL_EXPORTER_MATOMO_*`` in ``environ``.
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        _caller: str | None = "Settings.from_env",
+        **arguments: Unpack[MatomoOptions],
+    ) -> Settings:
+        """Build settings from keyword options (:class:`~otel_matomo.exporter.MatomoOptions`), falling back to
+        ``OTEL_EXPORTER_MATOMO_*`` in ``environ`` (``os.environ`` by default), then to the defaults.
 
-        ``timeout`` and ``schedule_delay`` are in seconds as arguments and in milliseconds as variables,
-        matching the OpenTelemetry exporter conventions. An unknown keyword raises ``TypeError``.
+        Durations are ``datetime.timedelta`` arguments (the variables take milliseconds, ``BUFFER_MAX_AGE``
+        seconds). An unknown keyword raises ``TypeError`` with the nearest valid one, an invalid value
+        :class:`~otel_matomo.ConfigurationError`; errors about an argument name ``_caller``, the class the user
+        called. An unknown ``OTEL_EXPORTER_MATOMO_*`` variable is logged with the nearest known name.
         """
-        values = SETTINGS_OPTIONS.read(arguments, os.environ if environ is None else environ)
+        env = os.environ if environ is None else environ
+        _warn_about_unknown_variables(env)
+        values = SETTINGS_OPTIONS.read(arguments, env, _caller)
         dry = values["dry_run"]
         if dry and values["site_id"] is None:
             values["site_id"] = 1
@@ -292,6 +270,12 @@ class Settings:
                 ENV_PREFIX,
             )
         return settings
+
+    def __post_init__(self) -> None:
+        # However built (by hand, dataclasses.replace), a Settings never holds an endpoint that httpx would log
+        # with its credentials or that every export would fail on.
+        if self.endpoint is not None:
+            SETTINGS_OPTIONS.parse(SETTINGS_OPTIONS["endpoint"], self.endpoint, argument=True, caller="Settings")
 
     def __repr__(self) -> str:
         shown = {
@@ -316,12 +300,26 @@ class Settings:
 
     @property
     def endpoint_for_logs(self) -> str:
-        """The endpoint without any user:password part, safe to log."""
-        if self.endpoint is None:
-            return "(dry run)"
-        parts = urlsplit(self.endpoint)
-        netloc = parts.netloc.rpartition("@")[2]
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        """The endpoint, safe to log: it never holds credentials (see ``__post_init__``)."""
+        return "(dry run)" if self.endpoint is None else self.endpoint
+
+
+def configured(caller: str, settings: Settings | None, options: Mapping[str, Any]) -> Settings:
+    """What a constructor named ``caller`` runs with: ``settings`` as given, or read from its keyword options and
+    the environment, with errors that name ``caller``."""
+    if settings is None:
+        return Settings.from_env(_caller=caller, **options)
+    if options:
+        raise TypeError(f"{caller}() takes settings= or keyword options, not both")
+    return settings
+
+
+def _warn_about_unknown_variables(environ: Mapping[str, str]) -> None:
+    """One line per ``OTEL_EXPORTER_MATOMO_*`` variable nothing reads: a misspelt name is otherwise ignored in
+    silence, and the option it meant keeps its default."""
+    for name, guess in SETTINGS_OPTIONS.unknown_variables(environ, SWITCHES):
+        hint = f"did you mean {guess}?" if guess else "the README's configuration reference lists every variable"
+        _logger.warning("otel-matomo: %s is not a variable otel-matomo reads, so it changes nothing: %s", name, hint)
 
 
 def _derived_secret(token: str | None, *, warn: bool) -> bytes:

@@ -54,6 +54,8 @@ class _Retry:
     retry_after: float | None = None
     status: int = 0
     """The HTTP status of the answer; 0 when there was none (connection error, timeout)."""
+    cause: str = ""
+    """Why the attempt failed, for the messages: ``_cause``'s words, or the HTTP status."""
 
 
 class HttpSender:
@@ -111,11 +113,13 @@ class HttpSender:
                 self._log.log(
                     logging.WARNING,
                     "gave-up",
-                    "otel-matomo lost %d hits: Matomo at %s still failed after %d attempts within the %.1fs deadline",
+                    "otel-matomo lost %d hits: Matomo at %s still failed after %d attempts within the %.1fs deadline "
+                    "(last: %s)",
                     len(hits),
                     self._shown_endpoint,
                     attempt,
                     self._timeout,
+                    tried.cause,
                 )
                 return self._gave_up(attempt, tried)
             if self._closed.wait(delay):
@@ -126,7 +130,12 @@ class HttpSender:
     def _gave_up(attempts: int, tried: _Retry) -> SendResult:
         answered = tried.status != 0
         return SendResult(
-            Outcome.GAVE_UP, attempts=attempts, retry_after=tried.retry_after, answered=answered, status=tried.status
+            Outcome.GAVE_UP,
+            attempts=attempts,
+            retry_after=tried.retry_after,
+            answered=answered,
+            status=tried.status,
+            cause=tried.cause,
         )
 
     def close(self) -> None:
@@ -159,7 +168,7 @@ class HttpSender:
                 cause,
                 type(error).__name__,
             )
-            return _Retry()
+            return _Retry(cause=cause)
         verdict = judge(
             response.status_code,
             response.content,
@@ -171,7 +180,8 @@ class HttpSender:
         if verdict.decision is Decision.RETRY:
             level, key, message, *args = self._retry_log(verdict, response, count)
             self._log.log(level, key, message, *args)
-            return _Retry(verdict.retry_after, response.status_code)
+            cause = "an answer that is not Matomo's" if verdict.malformed else f"HTTP {response.status_code}"
+            return _Retry(verdict.retry_after, response.status_code, cause)
         if verdict.refusal is not None:
             level, key, message, *args = self._refusal_log(verdict, response, count)
             self._log.log(level, key, message, *args)

@@ -120,7 +120,7 @@ class DeliveryWorker(Generic[R]):
             self._log.log(
                 logging.WARNING,
                 "queue-full",
-                "otel-matomo dropped a request: the queue of %d spans is full (Matomo slow or down?)",
+                "otel-matomo: dropped a request: the queue of %d spans is full (Matomo slow or down?)",
                 self._settings.queue_size,
             )
             return False
@@ -226,7 +226,7 @@ class DeliveryWorker(Generic[R]):
                     if cycle():
                         return
                 except Exception:  # noqa: BLE001 - the worker must survive any bug of its own
-                    self._log.log(logging.ERROR, "worker", "otel-matomo worker failed", exc_info=True)
+                    self._log.log(logging.ERROR, "worker", "otel-matomo: the delivery worker failed", exc_info=True)
                     if self._stopping:
                         return
         finally:
@@ -245,7 +245,7 @@ class DeliveryWorker(Generic[R]):
             self._log.log(
                 logging.ERROR,
                 "buffer",
-                "otel-matomo lost %d hits: they could not be buffered",
+                "otel-matomo: lost %d hits: they could not be buffered",
                 len(hits),
                 exc_info=True,
             )
@@ -319,14 +319,14 @@ class DeliveryWorker(Generic[R]):
             volatile = buffer.in_memory if isinstance(buffer, DurableBuffer) else left
             if volatile:
                 self._pipeline.count_dropped(DropReason.LOST, volatile)
-                _logger.warning("otel-matomo lost %d hits at shutdown: Matomo could not be reached in time", volatile)
+                _logger.warning("otel-matomo: lost %d hits at shutdown: Matomo could not be reached in time", volatile)
             self._waiting = left - volatile  # what stays in the spool for the next process
             buffer.close()
 
 
 _DROP_MESSAGES = {
-    DropReason.OUTAGE_BOUND: "otel-matomo dropped %d hits (%s): too many waited while Matomo was unreachable",
-    DropReason.EXPIRED: "otel-matomo dropped %d hits (%s): they waited longer than the buffer's maximum age",
-    DropReason.UNREADABLE: "otel-matomo moved %d unreadable spool rows aside (%s): they cannot be sent",
-    DropReason.LOST: "otel-matomo lost %d hits (%s): they could not be buffered",
+    DropReason.OUTAGE_BOUND: "otel-matomo: dropped %d hits (%s): too many waited while Matomo was unreachable",
+    DropReason.EXPIRED: "otel-matomo: dropped %d hits (%s): they waited longer than the buffer's maximum age",
+    DropReason.UNREADABLE: "otel-matomo: moved %d unreadable spool rows aside (%s): they cannot be sent",
+    DropReason.LOST: "otel-matomo: lost %d hits (%s): they could not be buffered",
 }

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_matomo import _stop
+from otel_matomo._arguments import MatomoOptions
 from otel_matomo._diagnostics import SpanDiagnostics, report_sdk_exporters
 from otel_matomo._names import traces_exporters
 from otel_matomo._pipeline import Pipeline
-from otel_matomo._settings import Settings
+from otel_matomo._settings import Settings, configured
 from otel_matomo._spans import read_span
 from otel_matomo._types import ExportStats, Hit
 
-__all__ = ["MatomoSpanExporter"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["MatomoOptions", "MatomoSpanExporter"]
 
 if "matomo" in traces_exporters():
     # opentelemetry-instrument imports every configured exporter class before it builds any: this import is the
@@ -28,17 +32,16 @@ if "matomo" in traces_exporters():
 class MatomoSpanExporter(SpanExporter):
     """Turns finished HTTP server spans into Matomo page views, sent with the Bulk Tracking API.
 
-    Keyword options are those of :meth:`Settings.from_env` (``endpoint``, ``site_id``, ``token_auth``,
-    ``exclude_paths`` ...) and override the ``OTEL_EXPORTER_MATOMO_*`` variables; with no arguments it is
-    configured from the environment alone, which is how ``OTEL_TRACES_EXPORTER=matomo``
-    builds it. Invalid configuration raises :class:`~otel_matomo.ConfigurationError` here, at start-up.
+    Keyword options (:class:`MatomoOptions`: ``endpoint``, ``site_id``, ``token_auth``, ``timeout`` as a
+    ``datetime.timedelta``, ``exclude_paths`` ...) override the ``OTEL_EXPORTER_MATOMO_*`` variables; with no
+    arguments it is configured from the environment alone, which is how ``OTEL_TRACES_EXPORTER=matomo`` builds
+    it. ``settings=`` takes a :class:`~otel_matomo.Settings` instead. Invalid configuration raises
+    :class:`~otel_matomo.ConfigurationError` here, at start-up, and an unknown keyword ``TypeError``.
     Export never raises: every failure is counted in :attr:`stats` and logged, rate-limited.
     """
 
-    def __init__(self, *, settings: Settings | None = None, **options: Any) -> None:
-        if settings is not None and options:
-            raise TypeError("pass either settings= or keyword options, not both")
-        self._settings = settings or Settings.from_env(**options)
+    def __init__(self, *, settings: Settings | None = None, **options: Unpack[MatomoOptions]) -> None:
+        self._settings = configured(type(self).__name__, settings, options)
         self._pipeline = Pipeline(self._settings)
         self._diagnostics = SpanDiagnostics()
         self._shut_down = False

@@ -5,12 +5,16 @@ Each call attaches a Matomo fact to the *current request's server span*, as name
 reaches Matomo through the same exporter or processor, shows in any other trace backend in a documented form,
 and could come from a span recorded by another process. The server span is found from anywhere in the request:
 inside nested spans, in a dependency, or in a thread or task that carries the request's context
-(``asyncio.to_thread``, ``contextvars.copy_context().run``).
+(``asyncio.to_thread``, ``contextvars.copy_context().run``). With ``BatchSpanProcessor(MatomoSpanExporter())``
+alone, a call inside a nested span records on that span and the exporter moves the facts to the request's
+server span when it reads the batch (``_nested``); ``MatomoSpanProcessor`` and :class:`TrackingProcessor` find
+the server span at once.
 
-Outside a request, or when nothing tracks requests, a call does nothing. A wrong value (empty event category,
-non-numeric value, negative quantity ...) raises ``ValueError`` in development - Python's development mode
-(``python -X dev``, ``PYTHONDEVMODE=1``) or ``OTEL_EXPORTER_MATOMO_STRICT=true`` - and otherwise is skipped,
-counted in :data:`rejected` and logged (rate-limited): a typo in analytics code must not break a checkout.
+Outside a request, or when nothing traces requests, a call does nothing (and says so once per process).
+A wrong value (empty event category, non-numeric value, negative quantity ...) raises ``ValueError`` in
+development - Python's development mode (``python -X dev``, ``PYTHONDEVMODE=1``) or
+``OTEL_EXPORTER_MATOMO_STRICT=true`` - and otherwise is skipped, counted in :data:`rejected` and logged
+(rate-limited): a typo in analytics code must not break a checkout.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from otel_matomo import _names as names
+from otel_matomo import _nested
+from otel_matomo._diagnostics import log_once
 from otel_matomo._options import ConfigurationError
 from otel_matomo._ratelimit import RateLimitedLog
 from otel_matomo._settings import read_flag
@@ -62,10 +68,11 @@ class EcommerceItem:
 
 
 class TrackingProcessor(SpanProcessor):
-    """Lets tracking calls find the request's server span from nested spans, threads and tasks.
+    """Lets tracking calls find the request's server span at once from nested spans, threads and tasks.
 
-    ``MatomoSpanProcessor`` does this itself; add this one beside ``BatchSpanProcessor(MatomoSpanExporter())``.
-    ``opentelemetry-instrument`` adds it when ``OTEL_TRACES_EXPORTER`` names ``matomo``.
+    ``MatomoSpanProcessor`` does this itself. Beside ``BatchSpanProcessor(MatomoSpanExporter())`` it is optional:
+    without it the exporter moves facts from nested spans to their server span, except from a span that ends
+    after its server span. ``opentelemetry-instrument`` adds it when ``OTEL_TRACES_EXPORTER`` names ``matomo``.
     """
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:  # noqa: ARG002 - SDK signature
@@ -231,35 +238,57 @@ def skip_tracking() -> None:
     _set_attributes("skip_tracking", lambda: {names.SKIP: True})
 
 
-def _request_span() -> Span | None:
+def _request_span(call: str) -> tuple[Span, bool] | None:
+    """The span a call records on, and whether it is a nested one (for the exporter to move the facts).
+
+    The request's server span: the current span, or the one the registry knows for it. Without a registry
+    (``BatchSpanProcessor(MatomoSpanExporter())`` alone) the current span itself: the exporter moves its facts
+    to its server span (``_nested``). Says once per process when there is no span at all or only an ended one.
+    """
     current = trace.get_current_span()
     context = current.get_span_context()
     if not context.is_valid:
+        _said_once(call, "no-span", "no span is active (outside a request, or nothing traces the application)")
         return None
+    nested = False
     if isinstance(current, Span) and current.kind is SpanKind.SERVER:
         span: Span | None = current
     else:
         with _registry_lock:
             span = _by_span.get(context.span_id) or _by_trace.get(context.trace_id)
-    return span if span is not None and span.is_recording() else None
+        if span is None and isinstance(current, Span):
+            span, nested = current, True
+    if span is None or not span.is_recording():
+        if span is not None and span.end_time is not None:
+            _said_once(call, "ended", "its span had ended (a task that outlived its request)")
+        return None
+    return span, nested
+
+
+def _said_once(call: str, key: str, why: str) -> None:
+    log_once(f"tracking-{key}", logging.WARNING, "otel-matomo: %s recorded nothing: %s", call, why)
 
 
 def _add_event(call: str, name: str, build: _Builder) -> None:
-    span = _request_span()
-    if span is None:
-        return
-    attributes = _validated(call, build)
-    if attributes is not None:
-        span.add_event(name, attributes)
+    _record(call, build, lambda span, attributes: span.add_event(name, attributes))
 
 
 def _set_attributes(call: str, build: _Builder) -> None:
-    span = _request_span()
-    if span is None:
+    _record(call, build, Span.set_attributes)
+
+
+def _record(call: str, build: _Builder, write: Callable[[Span, dict[str, AttributeValue]], object]) -> None:
+    """Validate the call's attributes and ``write`` them on the request's span; mark a nested span's."""
+    found = _request_span(call)
+    if found is None:
         return
+    span, nested = found
     attributes = _validated(call, build)
-    if attributes is not None:
-        span.set_attributes(attributes)
+    if attributes is None:
+        return
+    write(span, attributes)
+    if nested:
+        _nested.mark(span.context.span_id)
 
 
 def _validated(call: str, build: _Builder) -> dict[str, AttributeValue] | None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -27,7 +28,11 @@ def processors(standin: MatomoStandIn) -> Iterator[Processors]:
     made: list[MatomoSpanProcessor] = []
 
     def make(*, token: str | None = WRITE_TOKEN, clock: Clock | None = None, **overrides: Any) -> MatomoSpanProcessor:
-        options: dict[str, Any] = {"timeout": 5.0, "schedule_delay": 0.05, **overrides}
+        options: dict[str, Any] = {
+            "timeout": timedelta(seconds=5),
+            "schedule_delay": timedelta(milliseconds=50),
+            **overrides,
+        }
         settings = Settings.from_env(
             {}, endpoint=standin.url, site_id=1, token_auth=token, visitor_id_secret=SECRET, **options
         )

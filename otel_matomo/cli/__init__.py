@@ -106,6 +106,60 @@ _GATEWAY_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
         },
     ),
     (
+        "--header-timeout",
+        {
+            "type": float,
+            "metavar": "SECONDS",
+            "help": "time a client has to send a request's headers, then it is disconnected (default 10; "
+            "OTEL_MATOMO_GATEWAY_HEADER_TIMEOUT in ms)",
+        },
+    ),
+    (
+        "--body-timeout",
+        {
+            "type": float,
+            "metavar": "SECONDS",
+            "help": "time a client has to send a request's body after its headers, then it is disconnected "
+            "(default 30; OTEL_MATOMO_GATEWAY_BODY_TIMEOUT in ms)",
+        },
+    ),
+    (
+        "--max-connections",
+        {
+            "type": int,
+            "metavar": "N",
+            "help": "connections served at once; requests on more get 503 (default 1000; "
+            "OTEL_MATOMO_GATEWAY_MAX_CONNECTIONS)",
+        },
+    ),
+    (
+        "--max-body-memory",
+        {
+            "type": int,
+            "metavar": "BYTES",
+            "help": "bytes of request bodies held at once while read and decoded; more get 503 with Retry-After "
+            "(default 128 MiB; OTEL_MATOMO_GATEWAY_MAX_BODY_MEMORY)",
+        },
+    ),
+    (
+        "--max-decoding",
+        {
+            "type": int,
+            "metavar": "N",
+            "help": "request bodies decoded at once; more get 503 with Retry-After (default 4; "
+            "OTEL_MATOMO_GATEWAY_MAX_DECODING)",
+        },
+    ),
+    (
+        "--allow-unauthenticated",
+        {
+            "action": "store_true",
+            "default": None,
+            "help": "serve a non-loopback --host without a bearer token, when a network policy or a proxy keeps "
+            "strangers out (OTEL_MATOMO_GATEWAY_ALLOW_UNAUTHENTICATED); refused otherwise",
+        },
+    ),
+    (
         "--spool-dir",
         {
             "metavar": "DIR",

@@ -143,11 +143,15 @@ def run(
     env = os.environ if environ is None else environ
     stdout = sys.stdout if out is None else out
     stderr = sys.stderr if err is None else err
+    warnings: list[str] = []
     try:
         with _collected_warnings() as warnings:
-            settings = Settings.from_env(env, endpoint=args.endpoint, site_id=args.site_id)
+            # No caller: an invalid flag is named as its variable, which --help says it overrides.
+            settings = Settings.from_env(env, _caller=None, endpoint=args.endpoint, site_id=args.site_id)
             read_flag("CAPTURE_HEADERS", True, env)
     except ConfigurationError as error:
+        for warning in warnings:  # e.g. a misspelt variable, often why a required one is unset
+            print(warning, file=stderr)
         print(f"otel-matomo check: invalid configuration: {error}", file=stderr)
         return EXIT_CONFIGURATION
     redact = Redactor(settings)

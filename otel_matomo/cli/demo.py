@@ -90,13 +90,23 @@ def run_demo(*, as_json: bool = False) -> int:
         exporter.export(finished)
         exporter.shutdown()
         stats = exporter.stats
-        print(
+        _say(
             f"\nsent to {exporter.settings.endpoint_for_logs}: tracked {stats.tracked}, invalid {stats.invalid}, "
-            f"lost {stats.lost}"
+            f"lost {stats.lost}",
+            as_json,
         )
         return 0 if stats.tracked == len(hits) else 1
-    print("\nNo Matomo configured (OTEL_EXPORTER_MATOMO_ENDPOINT, OTEL_EXPORTER_MATOMO_SITE_ID): nothing was sent.")
+    _say(
+        "\nNo Matomo configured (OTEL_EXPORTER_MATOMO_ENDPOINT, OTEL_EXPORTER_MATOMO_SITE_ID): nothing was sent.",
+        as_json,
+    )
     return 0
+
+
+def _say(message: str, as_json: bool) -> None:
+    """A sentence for the reader: on standard output with the table, on standard error with ``--json`` so that
+    standard output stays pure JSON (one hit per line) for ``jq`` and scripts."""
+    print(message.lstrip("\n") if as_json else message, file=sys.stderr if as_json else sys.stdout)
 
 
 def _browse(base_url: str) -> None:

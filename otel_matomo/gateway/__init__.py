@@ -7,6 +7,7 @@ request view", never a second translation. Needs the ``gateway`` extra (opentele
 """
 
 from otel_matomo.gateway._config import GatewayConfig, matomo_settings
-from otel_matomo.gateway._server import Gateway, run_gateway, serve
+from otel_matomo.gateway._process import run_gateway, serve
+from otel_matomo.gateway._server import Gateway
 
 __all__ = ["Gateway", "GatewayConfig", "matomo_settings", "run_gateway", "serve"]

@@ -16,13 +16,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from otel_matomo._kinds import Number, Text, Whole
+from otel_matomo._kinds import Flag, Number, Text, Whole
 from otel_matomo._names import ENV_PREFIX as MATOMO_ENV_PREFIX
 from otel_matomo._names import GATEWAY_ENV_PREFIX as ENV_PREFIX
 from otel_matomo._options import ConfigurationError, Invalid, Option, OptionTable
-from otel_matomo._settings import Settings
+from otel_matomo._settings import Settings, is_loopback
 
 _MIN_TOKEN_LENGTH = 16
+_PRIVATE = 0o077
+"""Permission bits a token file must not have: like ssh with a private key, anything beyond its owner's."""
 
 
 @dataclass(frozen=True)
@@ -35,16 +37,28 @@ class _BearerToken:
     def parse(self, raw: Any, _argument: bool) -> str:
         token = str(raw)
         if self.from_file:
-            try:
-                token = Path(token).read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as error:
-                raise Invalid(f"cannot be read ({type(error).__name__})", "a readable file") from None
+            token = _read_private(Path(token))
         if len(token) < _MIN_TOKEN_LENGTH or not token.isascii() or not token.isprintable() or " " in token:
             raise Invalid("is not a usable bearer token")
         return token
 
     def show(self, _default: Any) -> str:
         return "none"
+
+
+def _read_private(path: Path) -> str:
+    """The token in ``path``, refused when group or others have any access to it, as ssh does with a key: a
+    readable copy is a leaked token, a writable one lets another user choose it. The message never shows it."""
+    try:
+        mode = path.stat().st_mode & 0o777
+        if mode & _PRIVATE:
+            raise Invalid(
+                f"is open to group or others (mode {mode:04o})",
+                f"a file only its owner can read (chmod 600 {path}), or the token in {ENV_PREFIX}TOKEN",
+            )
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise Invalid(f"cannot be read ({type(error).__name__})", "a readable file") from None
 
 
 @dataclass(frozen=True)
@@ -76,7 +90,7 @@ GATEWAY_OPTIONS = OptionTable(
     (
         # Loopback unless told otherwise: a receiver reachable from the network lets anyone inject visits.
         Option("host", "HOST", Text("an address to listen on"), "127.0.0.1",
-               "address to listen on (`0.0.0.0` for every interface: then set a token)"),
+               "address to listen on (`0.0.0.0` for every interface: then a token is required)"),
         Option("port", "PORT", Whole("a TCP port number, e.g. 4318", maximum=65535), 4318,
                "TCP port (the OTLP/HTTP default)"),
         # Never a flag: `ps` would show it.
@@ -90,10 +104,38 @@ GATEWAY_OPTIONS = OptionTable(
         Option("max_body_size", "MAX_BODY_SIZE", Whole("a positive whole number of bytes, e.g. 16777216"),
                16 * 1024 * 1024, "largest request body in bytes, before and after gzip (a gzip bomb is cut off there)",
                shown="16 MiB"),
+        # Decoding limits (issue 17): variables only, like the token; a sender that exceeds one learns which
+        # variable from the answer. Spans over a per-span limit are rejected alone, in partial_success.
+        Option("max_spans", "MAX_SPANS", Whole("a positive whole number of spans, e.g. 10000"), 10_000,
+               "spans in one request; more is answered 413 (the Collector's batch processor sends 8192)",
+               keyword=False),
+        Option("max_attributes", "MAX_ATTRIBUTES", Whole("a positive whole number, e.g. 128"), 128,
+               "attributes of a span, resource, event or link, entries of a map value, and events and links of a "
+               "span (the SDKs' own default limit); a span with more is rejected alone", keyword=False),
+        Option("max_string_length", "MAX_STRING_LENGTH", Whole("a positive whole number of bytes, e.g. 65536"),
+               65_536, "bytes of any string or bytes value, key or name; a span with a longer one is rejected alone",
+               keyword=False),
+        Option("max_array_length", "MAX_ARRAY_LENGTH", Whole("a positive whole number of values, e.g. 1024"),
+               1_024, "values in an array attribute; a span with a longer one is rejected alone", keyword=False),
         Option("queue_size", "QUEUE_SIZE", Whole("a positive whole number of hits, e.g. 10000"), 10_000,
                "hits waiting for Matomo before senders get 429"),
         Option("drain_timeout", "DRAIN_TIMEOUT", Number("milliseconds", "10000", per_second=1000), 10.0,
                "time to deliver the queue at shutdown (milliseconds in the variable, seconds as flag)"),
+        # Connection hygiene: what a client that connects and then stalls, or floods, may hold.
+        Option("header_timeout", "HEADER_TIMEOUT", Number("milliseconds", "10000", per_second=1000), 10.0,
+               "time a client has to send a request's headers, from connecting or its previous answer; "
+               "then the connection is closed"),
+        Option("body_timeout", "BODY_TIMEOUT", Number("milliseconds", "30000", per_second=1000), 30.0,
+               "time a client has to send a request's body, after its headers; then the connection is closed"),
+        Option("max_connections", "MAX_CONNECTIONS", Whole("a positive whole number of connections, e.g. 1000"),
+               1000, "open connections served at once; requests on more get 503"),
+        Option("max_body_memory", "MAX_BODY_MEMORY", Whole("a positive whole number of bytes, e.g. 134217728"),
+               128 * 1024 * 1024, "bytes of request bodies held at once, while read and decoded (at least "
+               "--max-body-size); beyond it 503 with Retry-After", shown="128 MiB"),
+        Option("max_decoding", "MAX_DECODING", Whole("a positive whole number of requests, e.g. 4"), 4,
+               "request bodies decoded at once (the CPU- and memory-heavy part); more get 503 with Retry-After"),
+        Option("allow_unauthenticated", "ALLOW_UNAUTHENTICATED", Flag(), False,
+               "serve a non-loopback address without a token (refused by default: anyone could send visits)"),
     ),
     labels=lambda name: "--" + name.replace("_", "-"),
     argument_heading="flag",
@@ -118,10 +160,30 @@ class GatewayConfig:
     """``service.name`` -> Matomo site id."""
     max_body_size: int = _default("max_body_size")
     """Bytes a request body may have, before and after decompression."""
+    max_spans: int = _default("max_spans")
+    """Spans one request may carry (decoding limits: ``gateway._otlp_limits``)."""
+    max_attributes: int = _default("max_attributes")
+    """Attributes per span, resource, event or link, entries per map value, events and links per span."""
+    max_string_length: int = _default("max_string_length")
+    """Bytes per string or bytes value, key or name."""
+    max_array_length: int = _default("max_array_length")
+    """Values per array value."""
     queue_size: int = _default("queue_size")
     """Hits waiting for Matomo; beyond it requests get 429 so that senders back off and retry."""
     drain_timeout: float = _default("drain_timeout")
     """Seconds the queue may take to reach Matomo at shutdown."""
+    header_timeout: float = _default("header_timeout")
+    """Seconds from a connection (or the previous answer) to the end of a request's header block."""
+    body_timeout: float = _default("body_timeout")
+    """Seconds from the end of a request's headers to the end of its body."""
+    max_connections: int = _default("max_connections")
+    """Connections served at once; requests on more are answered 503."""
+    max_body_memory: int = _default("max_body_memory")
+    """Bytes of request bodies in memory at once; past it requests are answered 503 with ``Retry-After``."""
+    max_decoding: int = _default("max_decoding")
+    """Request bodies decoded at once; more are answered 503 with ``Retry-After``."""
+    allow_unauthenticated: bool = _default("allow_unauthenticated")
+    """Whether a non-loopback address may be served without a token."""
 
     @classmethod
     def from_env(
@@ -135,12 +197,20 @@ class GatewayConfig:
         max_body_size: int | str | None = None,
         queue_size: int | str | None = None,
         drain_timeout: float | None = None,
+        header_timeout: float | None = None,
+        body_timeout: float | None = None,
+        max_connections: int | str | None = None,
+        max_body_memory: int | str | None = None,
+        max_decoding: int | str | None = None,
+        allow_unauthenticated: bool | None = None,
     ) -> GatewayConfig:
         """Arguments (the command-line flags) win over ``OTEL_MATOMO_GATEWAY_*`` in ``environ``.
 
         ``drain_timeout`` is in seconds as an argument and in milliseconds as a variable, like
-        ``OTEL_EXPORTER_MATOMO_TIMEOUT``. The token comes from ``OTEL_MATOMO_GATEWAY_TOKEN`` or from a file
-        (``--token-file``, ``OTEL_MATOMO_GATEWAY_TOKEN_FILE``), never from a flag that ``ps`` would show.
+        ``OTEL_EXPORTER_MATOMO_TIMEOUT``, and so are the header and body timeouts. The token comes from
+        ``OTEL_MATOMO_GATEWAY_TOKEN`` or from a file (``--token-file``, ``OTEL_MATOMO_GATEWAY_TOKEN_FILE``, which
+        only its owner may read), never from a flag that ``ps`` would show. A non-loopback ``host`` without a
+        token is refused unless ``allow_unauthenticated`` says so.
         """
         env = os.environ if environ is None else environ
         arguments = {
@@ -151,6 +221,12 @@ class GatewayConfig:
             "max_body_size": max_body_size,
             "queue_size": queue_size,
             "drain_timeout": drain_timeout,
+            "header_timeout": header_timeout,
+            "body_timeout": body_timeout,
+            "max_connections": max_connections,
+            "max_body_memory": max_body_memory,
+            "max_decoding": max_decoding,
+            "allow_unauthenticated": allow_unauthenticated,
         }
         if GATEWAY_OPTIONS.given("token", arguments, env) and GATEWAY_OPTIONS.given("token_file", arguments, env):
             raise ConfigurationError(
@@ -159,7 +235,24 @@ class GatewayConfig:
             )
         values = GATEWAY_OPTIONS.read(arguments, env)
         token = values.pop("token_file") or values["token"]
+        _refuse_open_bind(values["host"], token, values["allow_unauthenticated"])
+        if values["max_body_memory"] < values["max_body_size"]:
+            raise ConfigurationError(
+                f"--max-body-memory ({ENV_PREFIX}MAX_BODY_MEMORY) is below --max-body-size: no request of the "
+                "largest size could ever be read; expected at least as many bytes"
+            )
         return cls(**{**values, "token": token})
+
+
+def _refuse_open_bind(host: str, token: str | None, allowed: bool) -> None:
+    """Secure by default: a gateway reachable from the network without a token lets anyone send fake visits to
+    Matomo, so it starts only when the operator says, in so many words, that something else guards it."""
+    if token is None and not allowed and not is_loopback(host):
+        raise ConfigurationError(
+            f"--host {host} listens beyond this machine without a bearer token: set {ENV_PREFIX}TOKEN or "
+            f"--token-file, or pass --allow-unauthenticated ({ENV_PREFIX}ALLOW_UNAUTHENTICATED=true) if a "
+            "network policy or a proxy already keeps strangers out"
+        )
 
 
 def matomo_settings(sites: Mapping[str, int], environ: Mapping[str, str] | None = None) -> tuple[Settings, bool]:

@@ -71,6 +71,11 @@ class Unusable(Exception):
         self.reason = reason
 
 
+class OverLimit(Unusable):
+    """One span is over a per-span decoding limit (``_otlp_limits``): rejected alone, even where a malformed part
+    would only be skipped."""
+
+
 def record(
     *,
     name: str,

@@ -1,4 +1,4 @@
-"""The OTLP/HTTP traces receiver: an ASGI application, and ``otel-matomo gateway`` running it under uvicorn.
+"""The OTLP/HTTP traces receiver: an ASGI application (``otel-matomo gateway`` runs it, see :mod:`._process`).
 
 Only ``POST /v1/traces`` exists. The request path does cheap and bounded work only (authenticate, read at most
 ``max_body_size`` bytes, decompress under the same cap, decode, translate, store the hits in the delivery
@@ -13,7 +13,6 @@ import dataclasses
 import hmac
 import logging
 import os
-import signal
 import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -21,16 +20,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
-import uvicorn
 
 from otel_matomo._clock import SystemClock
 from otel_matomo._names import GATEWAY_ENV_PREFIX as ENV_PREFIX
 from otel_matomo._pipeline import Pipeline
 from otel_matomo._ratelimit import RateLimitedLog
-from otel_matomo._settings import Settings, is_loopback
+from otel_matomo._settings import Settings
 from otel_matomo._types import DropReason, ExportStats, Hit
 from otel_matomo._worker import Admission, DeliveryWorker
-from otel_matomo.gateway._config import GatewayConfig, matomo_settings
+from otel_matomo.gateway._admission import Busy, Load
+from otel_matomo.gateway._config import GatewayConfig
 from otel_matomo.gateway._otlp import (
     Encoding,
     PayloadTooLarge,
@@ -41,6 +40,7 @@ from otel_matomo.gateway._otlp import (
     http_request_of,
     status_body,
 )
+from otel_matomo.gateway._otlp_limits import DecodeLimits, RequestTooLarge
 from otel_matomo.gateway._otlp_records import SPAN_KIND_SERVER, MalformedPayload, SpanRecord, TraceRequest
 
 _logger = logging.getLogger("otel_matomo.gateway")
@@ -48,6 +48,9 @@ _logger = logging.getLogger("otel_matomo.gateway")
 TRACES_PATH = "/v1/traces"
 _RETRY_AFTER_S = 5
 """Seconds a sender should wait after 429 or 503: about one bulk request to Matomo."""
+_BUSY_RETRY_AFTER_S = 1
+"""Seconds a sender should wait when the gateway is at its memory or decoding limit: a decode takes well under a
+second."""
 _GZIP = frozenset({"gzip", "x-gzip"})
 
 Scope = MutableMapping[str, Any]
@@ -101,9 +104,11 @@ class Gateway:
         self._by_service = {service: self._sites[site_id] for service, site_id in config.sites.items()}
         self._default = self._sites[settings.site_id] if default_site else None
         self._token = config.token.encode() if config.token is not None else None
+        self._limits = DecodeLimits.of(config)
         self._log = RateLimitedLog(_logger)
         self._close_lock = threading.Lock()
         self._closed = False
+        self._load = Load(config.max_body_memory, config.max_decoding)
 
     @property
     def stats(self) -> dict[int, ExportStats]:
@@ -187,10 +192,17 @@ class Gateway:
             return _unavailable(encoding, 503, "the gateway is shutting down")
         if any(site.worker.waiting >= self.config.queue_size for site in self._sites.values()):
             return _unavailable(encoding, 429, "the gateway's queue to Matomo is full")
-        body = await _read_body(receive, self.config.max_body_size)
-        if body is None:
-            return self._too_large(encoding)
-        return await anyio.to_thread.run_sync(self._accept, body, encoding, content_encoding in _GZIP)
+        try:
+            with self._load.holding() as hold:
+                body = await _read_body(receive, self.config.max_body_size, hold)
+                if body is None:
+                    return self._too_large(encoding)
+                # Decoding costs CPU and a multiple of the body in memory: a few at once, the others come back
+                # soon, instead of every request of a burst (or an attack) decoding at the same time.
+                with self._load.decoding():
+                    return await anyio.to_thread.run_sync(self._accept, body, encoding, content_encoding in _GZIP)
+        except Busy as busy:
+            return _unavailable(encoding, 503, str(busy), _BUSY_RETRY_AFTER_S)
 
     def _authorized(self, authorization: str | None) -> bool:
         if self._token is None:
@@ -202,9 +214,11 @@ class Gateway:
     def _accept(self, body: bytes, encoding: Encoding, gzipped: bool) -> _Answer:
         """Decode, translate and queue one export request (in a worker thread: this is the CPU-bound part)."""
         try:
-            request = decode(gunzip(body, self.config.max_body_size) if gzipped else body, encoding)
+            request = decode(gunzip(body, self.config.max_body_size) if gzipped else body, encoding, self._limits)
         except PayloadTooLarge:
             return self._too_large(encoding)
+        except RequestTooLarge as error:
+            return _error(encoding, 413, StatusCode.RESOURCE_EXHAUSTED, str(error))
         except MalformedPayload as error:
             return _error(encoding, 400, StatusCode.INVALID_ARGUMENT, str(error))
         work, rejections = self._translate(request)
@@ -259,8 +273,9 @@ class Gateway:
         )
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole body, or ``None`` as soon as it exceeds ``limit`` (chunked bodies announce no length)."""
+async def _read_body(receive: Receive, limit: int, hold: Callable[[int], None]) -> bytes | None:
+    """The whole body, or ``None`` as soon as it exceeds ``limit`` (chunked bodies announce no length); each
+    chunk is counted by ``hold`` before it is kept."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -271,6 +286,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
         size += len(chunk)
         if size > limit:
             return None
+        hold(len(chunk))
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -284,100 +300,11 @@ def _error(
     return _Answer(status, status_body(encoding, code, message), encoding.value, headers)
 
 
-def _unavailable(encoding: Encoding, status: int, message: str) -> _Answer:
+def _unavailable(encoding: Encoding, status: int, message: str, retry_after: int = _RETRY_AFTER_S) -> _Answer:
     return _error(
         encoding,
         status,
         StatusCode.RESOURCE_EXHAUSTED if status == 429 else StatusCode.UNAVAILABLE,
         f"{message}; retry later",
-        headers=(("retry-after", str(_RETRY_AFTER_S)),),
+        headers=(("retry-after", str(retry_after)),),
     )
-
-
-def serve(gateway: Gateway) -> None:
-    """Serve ``gateway`` under uvicorn until SIGTERM or SIGINT, then drain it.
-
-    On a signal uvicorn stops accepting connections, lets the requests in flight finish (within the drain
-    timeout), then sends the ASGI lifespan shutdown, on which the gateway drains its queue to Matomo.
-    """
-    config = gateway.config
-    server = uvicorn.Server(
-        uvicorn.Config(
-            gateway,
-            host=config.host,
-            port=config.port,
-            lifespan="on",
-            log_level="warning",
-            access_log=False,
-            server_header=False,
-            timeout_graceful_shutdown=max(1, round(config.drain_timeout)),
-        )
-    )
-    try:
-        server.run()
-    finally:
-        gateway.close()  # when the lifespan shutdown did not run (a second Ctrl-C), or the server failed
-
-
-def run_gateway(
-    *,
-    host: str | None = None,
-    port: int | None = None,
-    token_file: str | None = None,
-    sites: str | None = None,
-    max_body_size: int | None = None,
-    queue_size: int | None = None,
-    drain_timeout: float | None = None,
-    spool_dir: str | None = None,
-) -> int:
-    """``otel-matomo gateway``: configure from the flags and the environment, serve, drain; the exit code.
-
-    ``spool_dir`` (``--spool-dir``) overrides ``OTEL_EXPORTER_MATOMO_SPOOL_DIR``: with it, the hits of every
-    request answered 200 are on disk before the answer, and a restart delivers what the last run could not.
-    """
-    config = GatewayConfig.from_env(
-        host=host,
-        port=port,
-        token_file=token_file,
-        sites=sites,
-        max_body_size=max_body_size,
-        queue_size=queue_size,
-        drain_timeout=drain_timeout,
-    )
-    settings, default_site = matomo_settings(config.sites)
-    if spool_dir is not None:
-        settings = dataclasses.replace(settings, spool_dir=spool_dir)
-    # The gateway is a service: its start line and each site's totals at the end belong in its output.
-    logging.getLogger("otel_matomo").setLevel(logging.INFO)
-    if config.token is None and not is_loopback(config.host):
-        _logger.warning(
-            "otel-matomo gateway listens on %s without a bearer token: anyone who can reach it can send fake "
-            "visits to Matomo. Set %sTOKEN or --token-file.",
-            config.host,
-            ENV_PREFIX,
-        )
-    gateway = Gateway(config, settings, default_site=default_site)
-    # uvicorn re-raises the signal that stopped it once it is done; after a graceful drain that is a normal
-    # end, not a KeyboardInterrupt traceback or a death by SIGTERM.
-    for stop_signal in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop_signal, _exit_normally)
-    _logger.info(
-        "otel-matomo gateway: OTLP/HTTP traces on http://%s:%d%s -> %s, sites %s",
-        config.host,
-        config.port,
-        TRACES_PATH,
-        settings.endpoint_for_logs,
-        _describe_sites(config, settings, default_site),
-    )
-    serve(gateway)
-    return 0
-
-
-def _exit_normally(signum: int, frame: object) -> None:  # noqa: ARG001 - the signal handler signature
-    raise SystemExit(0)
-
-
-def _describe_sites(config: GatewayConfig, settings: Settings, default_site: bool) -> str:
-    mapped = [f"{service}={site_id}" for service, site_id in config.sites.items()]
-    fallback = f"other services={settings.site_id}" if default_site else "other services rejected"
-    return ", ".join([*mapped, fallback])

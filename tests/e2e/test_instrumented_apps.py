@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import fastapi_app
@@ -89,7 +90,7 @@ def shop(request: pytest.FixtureRequest, standin: MatomoStandIn, set_up: SetUp) 
     options["visitor_id_secret"] = SECRET
     provider = TracerProvider()
     if set_up.processor:
-        provider.add_span_processor(MatomoSpanProcessor(schedule_delay=0.05, **options))
+        provider.add_span_processor(MatomoSpanProcessor(schedule_delay=timedelta(milliseconds=50), **options))
     else:
         provider.add_span_processor(BatchSpanProcessor(MatomoSpanExporter(**options), schedule_delay_millis=50))
     with stack.serve(stack.instrument(provider, request_hook if set_up.hook else None)) as base_url:

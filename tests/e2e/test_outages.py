@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -250,8 +251,8 @@ def shop(matomo: MatomoStandIn) -> Iterator[Shop]:
         site_id=1,
         token_auth=WRITE_TOKEN,
         visitor_id_secret=SECRET,
-        schedule_delay=SCHEDULE_DELAY,
-        timeout=2.0,
+        schedule_delay=timedelta(seconds=SCHEDULE_DELAY),
+        timeout=timedelta(seconds=2),
     )
     processor = MatomoSpanProcessor(settings=settings)
     provider = TracerProvider(shutdown_on_exit=False)

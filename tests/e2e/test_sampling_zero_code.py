@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,12 @@ def test_in_code_a_ratio_sampler_keeps_every_request_for_matomo(standin: MatomoS
     memory = InMemorySpanExporter()
     processor = MatomoSpanProcessor(
         settings=Settings.from_env(
-            {}, endpoint=standin.url, site_id=1, token_auth=WRITE_TOKEN, visitor_id_secret=SECRET, schedule_delay=0.1
+            {},
+            endpoint=standin.url,
+            site_id=1,
+            token_auth=WRITE_TOKEN,
+            visitor_id_secret=SECRET,
+            schedule_delay=timedelta(milliseconds=100),
         )
     )
     provider = TracerProvider(sampler=parentbased_traceidratio("0.1"), shutdown_on_exit=False)

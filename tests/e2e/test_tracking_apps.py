@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -95,7 +96,7 @@ def _settings(standin: MatomoStandIn) -> Settings:
         site_id=1,
         token_auth=WRITE_TOKEN,
         visitor_id_secret=SECRET,
-        schedule_delay=0.05,
+        schedule_delay=timedelta(milliseconds=50),
     )
 
 
@@ -105,12 +106,14 @@ def capture_headers(monkeypatch: pytest.MonkeyPatch) -> None:
     configure_header_capture()
 
 
-@pytest.fixture(params=["exporter", "processor"])
+@pytest.fixture(params=["exporter", "exporter-alone", "processor"])
 def delivery(request: pytest.FixtureRequest, standin: MatomoStandIn, capture_headers: None) -> Iterator[Delivery]:
+    """``exporter-alone``: no TrackingProcessor, so the exporter moves nested spans' facts (the README's minimum)."""
     provider = TracerProvider()
-    if request.param == "exporter":
+    if request.param.startswith("exporter"):
         exporter = MatomoSpanExporter(settings=_settings(standin))
-        provider.add_span_processor(TrackingProcessor())
+        if request.param == "exporter":
+            provider.add_span_processor(TrackingProcessor())
         provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
         yield Delivery(provider, lambda: exporter.stats)
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import timedelta
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
@@ -27,7 +28,7 @@ def main() -> None:
         token_auth=TOKEN,
         visitor_id_secret="kill-nine-secret-0123456789",
         spool_dir=spool_dir,
-        timeout=5.0,
+        timeout=timedelta(seconds=5),
     )
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(processor)

@@ -2,7 +2,9 @@
 
 Zero code, as users run it: ``opentelemetry-instrument <server>`` with environment variables only. Before the
 exit hooks of ``otel_matomo._stop``, uvicorn (which dies of the SIGTERM it re-raises after its graceful shutdown)
-and granian (whose workers end with ``os._exit``) lost the whole last batch, nothing logged.
+and granian (whose workers end with ``os._exit``) lost the whole last batch, nothing logged. In code
+(``in_code_app.py``, no lifespan): each ``uvicorn --workers N`` worker imports the app while uvicorn's own
+SIGTERM handler is in place, and died of the re-raised signal with its last batch.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tests.matomo_standin import WRITE_TOKEN, MatomoStandIn
 from tests.servers import free_port, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+IN_CODE = "uvicorn --workers 2, in code, no lifespan"
 BIN = Path(sys.executable).parent
 REQUESTS = 4
 
@@ -33,7 +36,11 @@ def _command(server: str, port: int) -> list[str]:
         "granian": [str(BIN / "granian"), "--interface", "asgi", "--port", str(port), "fastapi_app:app"],
         "django runserver --noreload": [*python, "django", "runserver", "--noreload", f"127.0.0.1:{port}"],
         "django runserver, Ctrl-C": [*python, "django", "runserver", f"127.0.0.1:{port}"],
-    }[server]
+        IN_CODE: [
+            *python, "uvicorn", "in_code_app:app", "--workers", "2", "--port", str(port),
+            "--app-dir", str(Path(__file__).parent),
+        ],
+    }[server]  # fmt: skip
 
 
 def _serve_and_stop(standin: MatomoStandIn, server: str, delivery: str) -> tuple[int, str]:
@@ -51,9 +58,11 @@ def _serve_and_stop(standin: MatomoStandIn, server: str, delivery: str) -> tuple
         OTEL_EXPORTER_MATOMO_VISITOR_ID_SECRET="graceful-stop-secret-0123456789",
         DJANGO_SETTINGS_MODULE="django_app",
         PYTHONUNBUFFERED="1",
+        IN_CODE_DELIVERY=delivery,
     )
+    zero_code = [] if server == IN_CODE else [str(BIN / "opentelemetry-instrument")]
     process = subprocess.Popen(
-        [str(BIN / "opentelemetry-instrument"), *_command(server, port)],
+        [*zero_code, *_command(server, port)],
         cwd=EXAMPLES,
         env=env,
         stdout=subprocess.PIPE,
@@ -66,7 +75,8 @@ def _serve_and_stop(standin: MatomoStandIn, server: str, delivery: str) -> tuple
     def answers() -> bool:
         assert process.poll() is None, f"the app exited: {process.communicate()[0]}"
         try:
-            httpx.get(base + "/probe-not-a-route", timeout=0.5)
+            # A worker of ``--workers N`` answers what the parent's socket queued while it started.
+            httpx.get(base + "/probe-not-a-route", timeout=httpx.Timeout(10.0, connect=0.5))
         except httpx.HTTPError:
             return False
         return True
@@ -88,7 +98,7 @@ def _serve_and_stop(standin: MatomoStandIn, server: str, delivery: str) -> tuple
     return process.returncode, output
 
 
-SERVERS = ["uvicorn", "gunicorn", "granian"]
+SERVERS = ["uvicorn", "gunicorn", "granian", IN_CODE]
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -273,7 +273,12 @@ def serve(stack: ExitStack, processor: MatomoSpanProcessor, sent: list[Sent], **
 
 def processor(endpoint: str, site_id: int, token: str, **options: Any) -> MatomoSpanProcessor:
     return MatomoSpanProcessor(
-        endpoint=endpoint, site_id=site_id, token_auth=token, visitor_id_secret=SECRET, schedule_delay=0.1, **options
+        endpoint=endpoint,
+        site_id=site_id,
+        token_auth=token,
+        visitor_id_secret=SECRET,
+        schedule_delay=timedelta(milliseconds=100),
+        **options,
     )
 
 

@@ -16,7 +16,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
@@ -98,7 +98,9 @@ def replayed(clean_matomo: Matomo, corpus_day: datetime, session_monkeypatch: py
     )
     matomo = clean_matomo
     # A generous deadline: a loaded CI machine must not turn a slow Matomo into lost hits.
-    exporter = MatomoSpanExporter(endpoint=matomo.url, site_id=matomo.site_id, token_auth=matomo.token, timeout=60)
+    exporter = MatomoSpanExporter(
+        endpoint=matomo.url, site_id=matomo.site_id, token_auth=matomo.token, timeout=timedelta(seconds=60)
+    )
     started = time.monotonic()
     with capture_deliveries(session_monkeypatch) as delivery, shop(exporter, session_monkeypatch) as replay:
         for request in requests:
@@ -240,7 +242,11 @@ def test_bot_is_kept_with_track_bots(replayed: Replayed, monkeypatch: pytest.Mon
     [bot] = replayed.bots
     matomo = replayed.matomo
     exporter = MatomoSpanExporter(
-        endpoint=matomo.url, site_id=matomo.other_site_id, token_auth=matomo.token, track_bots=True, timeout=60
+        endpoint=matomo.url,
+        site_id=matomo.other_site_id,
+        token_auth=matomo.token,
+        track_bots=True,
+        timeout=timedelta(seconds=60),
     )
     with capture_deliveries(monkeypatch) as delivery, shop(exporter, monkeypatch) as replay:
         for request in bot.requests:

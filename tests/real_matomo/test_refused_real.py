@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -54,7 +54,11 @@ def test_the_real_matomo_fails_the_whole_batch_for_this_hit(matomo: Matomo) -> N
 
 def test_a_refused_hit_is_dropped_alone_and_the_real_matomo_records_the_others(matomo: Matomo) -> None:
     settings = Settings.from_env(
-        {}, endpoint=matomo.url, site_id=matomo.site_id, token_auth=matomo.token, schedule_delay=0.2
+        {},
+        endpoint=matomo.url,
+        site_id=matomo.site_id,
+        token_auth=matomo.token,
+        schedule_delay=timedelta(milliseconds=200),
     )
     pipeline = Pipeline(settings)
     worker: DeliveryWorker[object] = DeliveryWorker(pipeline, lambda _: None, clock=SystemClock(), name="test")

@@ -280,10 +280,10 @@ class Traffic:
             site_id=site_id,
             token_auth=self.matomo.token,
             visitor_id_secret=SECRET,
-            schedule_delay=0.05,
-            timeout=30,
+            schedule_delay=timedelta(milliseconds=50),
+            timeout=timedelta(seconds=30),
             # The tracked day is two days old: the default maximum age (24 h) would expire every hit.
-            buffer_max_age=7 * 86400,
+            buffer_max_age=timedelta(days=7),
         )
         provider = TracerProvider()
         provider.add_span_processor(self.ended)

@@ -378,6 +378,52 @@ def test_configuration_error_exits_2() -> None:
     assert "OTEL_EXPORTER_MATOMO_SITE_ID" in result.err
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "problem"),
+    [
+        ("http://127.0.0.1:notaport", "has the port 'notaport'"),
+        ("http://127.0.0.1:70000", "has the port '70000'"),
+        ("http://tracker:Pa55w0rdXyz@127.0.0.1:1", "holds credentials before the host ('…@127.0.0.1:1')"),
+        (
+            f"http://127.0.0.1:1/matomo.php?token_auth={WRITE_TOKEN}",
+            "is 'http://127.0.0.1:1/matomo.php' with a token_auth in its query",
+        ),
+    ],
+)
+def test_an_invalid_endpoint_exits_2_with_one_line(endpoint: str, problem: str) -> None:
+    for result in (check(endpoint), check("https://matomo.example.com", endpoint_argument=endpoint)):
+        assert result.code == 2
+        assert result.out == ""
+        [line] = result.err.splitlines()
+        assert line.startswith(
+            f"otel-matomo check: invalid configuration: endpoint (OTEL_EXPORTER_MATOMO_ENDPOINT) {problem}"
+        )
+        assert "Pa55w0rdXyz" not in line
+
+
+def test_a_misspelt_variable_is_named_with_the_configuration_error_it_causes() -> None:
+    result = check("http://127.0.0.1:1", env={"OTEL_EXPORTER_MATOMO_SITE_ID": "", "OTEL_EXPORTER_MATOMO_SITEID": "1"})
+
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        "otel-matomo: OTEL_EXPORTER_MATOMO_SITEID is not a variable otel-matomo reads, so it changes nothing: "
+        "did you mean OTEL_EXPORTER_MATOMO_SITE_ID?",
+        "otel-matomo check: invalid configuration: site_id (OTEL_EXPORTER_MATOMO_SITE_ID) is not set: expected a "
+        "positive whole number, the Matomo idsite, e.g. 1",
+    ]
+
+
+def test_a_misspelt_variable_is_a_warn_line(stub: MatomoReportingStub) -> None:
+    result = check(stub.url, SUPERUSER_TOKEN, env={"OTEL_EXPORTER_MATOMO_EXCLUDE_PATH": "/internal/*"})
+
+    assert (
+        "WARN",
+        "otel-matomo: OTEL_EXPORTER_MATOMO_EXCLUDE_PATH is not a variable otel-matomo reads, so it changes nothing: "
+        "did you mean OTEL_EXPORTER_MATOMO_EXCLUDE_PATHS?",
+    ) in result.lines("configuration")
+    assert result.err == ""
+
+
 def test_invalid_capture_headers_flag_exits_2(stub: MatomoReportingStub) -> None:
     result = check(stub.url, env={"OTEL_EXPORTER_MATOMO_CAPTURE_HEADERS": "maybe"})
 
@@ -525,3 +571,55 @@ def test_cli_configuration_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest
 
     assert code == 2
     assert "OTEL_EXPORTER_MATOMO_ENDPOINT" in capsys.readouterr().err
+
+
+def test_zero_code_with_a_missing_configurator_fails_sdk_start_up(stub: MatomoReportingStub) -> None:
+    env = {
+        "OTEL_TRACES_EXPORTER": "matomo",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_PYTHON_CONFIGURATOR": "not-installed",
+    }
+
+    result = check(stub.url, SUPERUSER_TOKEN, env=env)
+
+    assert result.code == 1
+    assert result.verdict("sdk start-up") == "FAIL"
+    assert "OTEL_PYTHON_CONFIGURATOR names the configurator 'not-installed'" in result.message("sdk start-up")
+
+
+def test_zero_code_fails_when_no_installed_framework_is_instrumented(
+    stub: MatomoReportingStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_check_environment, "installed_instrumentors", frozenset)
+    env = {"OTEL_TRACES_EXPORTER": "matomo", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
+
+    result = check(stub.url, SUPERUSER_TOKEN, env=env)
+
+    assert result.code == 1
+    assert result.verdict("instrumentation") == "FAIL"
+    assert "pip install 'otel-matomo[flask]'" in result.out
+
+
+def test_zero_code_warns_beside_an_instrumented_framework(
+    stub: MatomoReportingStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_check_environment, "installed_instrumentors", lambda: frozenset({"django"}))
+    env = {"OTEL_TRACES_EXPORTER": "matomo", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
+
+    result = check(stub.url, SUPERUSER_TOKEN, env=env)
+
+    assert "FAIL" not in result.out
+    assert "ignore this if the application is a Django application" in result.out
+
+
+def test_django_beside_an_asgi_server_without_the_asgi_instrumentation_fails(
+    stub: MatomoReportingStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_check_environment, "importable", lambda module: False)
+
+    result = check(stub.url, SUPERUSER_TOKEN)
+
+    assert result.code == 1
+    assert "Django and uvicorn" in result.out
+    assert "pip install opentelemetry-instrumentation-asgi" in result.out

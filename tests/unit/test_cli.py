@@ -27,6 +27,12 @@ def test_every_gateway_flag_is_passed_on(monkeypatch: pytest.MonkeyPatch) -> Non
         "--max-body-size=1024",
         "--queue-size=50",
         "--drain-timeout=2.5",
+        "--header-timeout=3",
+        "--body-timeout=7.5",
+        "--max-connections=20",
+        "--max-body-memory=4096",
+        "--max-decoding=2",
+        "--allow-unauthenticated",
         "--spool-dir=/var/spool/otel-matomo",
     ]
 
@@ -40,6 +46,12 @@ def test_every_gateway_flag_is_passed_on(monkeypatch: pytest.MonkeyPatch) -> Non
             "max_body_size": 1024,
             "queue_size": 50,
             "drain_timeout": 2.5,
+            "header_timeout": 3.0,
+            "body_timeout": 7.5,
+            "max_connections": 20,
+            "max_body_memory": 4096,
+            "max_decoding": 2,
+            "allow_unauthenticated": True,
             "spool_dir": "/var/spool/otel-matomo",
         }
     ]
@@ -52,7 +64,22 @@ def test_gateway_flags_left_out_are_none(monkeypatch: pytest.MonkeyPatch) -> Non
     assert main(["gateway"]) == 0
     assert received == [
         dict.fromkeys(
-            ("host", "port", "token_file", "sites", "max_body_size", "queue_size", "drain_timeout", "spool_dir")
+            (
+                "host",
+                "port",
+                "token_file",
+                "sites",
+                "max_body_size",
+                "queue_size",
+                "drain_timeout",
+                "header_timeout",
+                "body_timeout",
+                "max_connections",
+                "max_body_memory",
+                "max_decoding",
+                "allow_unauthenticated",
+                "spool_dir",
+            )
         )
     ]
 

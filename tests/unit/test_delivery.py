@@ -17,6 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -125,7 +126,7 @@ def test_every_recording_server_span_is_sent_sampled_or_not(processors: Processo
 
 
 def test_batches_are_bounded_by_batch_size(processors: Processors, standin: MatomoStandIn) -> None:
-    processor = processors(batch_size=10, schedule_delay=5.0)
+    processor = processors(batch_size=10, schedule_delay=timedelta(seconds=5))
     tracer = tracer_for(processor)
     for n in range(25):
         request_span(tracer, f"/page/{n}")
@@ -141,7 +142,7 @@ def test_full_batches_go_at_once_and_the_rest_waits_for_the_schedule(
     # Spans are translated as they come (32 at a time), but Matomo gets full batches: a partial batch waits for
     # schedule_delay, so that hits per request stay high under load.
     clock = StepClock()
-    processor = processors(batch_size=40, schedule_delay=1.5, clock=clock)
+    processor = processors(batch_size=40, schedule_delay=timedelta(seconds=1.5), clock=clock)
     tracer = tracer_for(processor)
     for n in range(100):
         request_span(tracer, f"/page/{n}")
@@ -160,7 +161,7 @@ def test_full_batches_go_at_once_and_the_rest_waits_for_the_schedule(
 
 def test_queued_spans_are_translated_soon_without_waiting_for_a_batch(processors: Processors) -> None:
     # Spans are large object graphs; the worker turns them into hits within a few spans, not a whole batch.
-    processor = processors(batch_size=500, schedule_delay=30.0)
+    processor = processors(batch_size=500, schedule_delay=timedelta(seconds=30))
     tracer = tracer_for(processor)
     for n in range(64):
         request_span(tracer, f"/page/{n}")
@@ -228,7 +229,7 @@ def test_a_full_queue_drops_counts_and_logs(
     assert time.monotonic() - started < 0.5, "on_end never waits for Matomo"
     assert processor.stats.queue_full == 15
     assert [r.message for r in logs.records].count(
-        "otel-matomo dropped a request: the queue of 5 spans is full (Matomo slow or down?)"
+        "otel-matomo: dropped a request: the queue of 5 spans is full (Matomo slow or down?)"
     ) == 1, "logged, rate-limited"
     standin.behaviour = Behaviour()
     assert processor.force_flush(10_000)
@@ -310,7 +311,7 @@ def test_the_worker_survives_its_own_exceptions(
 
     processor._worker._batches.send_waiting = failing_once  # type: ignore[method-assign]
     request_span(tracer, "/kept-through-the-bug")
-    wait_until(lambda: "otel-matomo worker failed" in logs.text, "the worker met the bug and logged it")
+    wait_until(lambda: "otel-matomo: the delivery worker failed" in logs.text, "the worker met the bug and logged it")
     assert failures
     assert processor._worker.alive
     request_span(tracer, "/after-the-bug")
@@ -338,7 +339,7 @@ def test_a_start_tracked_span_that_cannot_be_read_does_not_stop_the_worker(
     unreadable = Unreadable()
     processor.on_start(unreadable)  # type: ignore[arg-type]
     clock.advance(0.3)  # past the delay before a start-tracked span is read
-    wait_until(lambda: "otel-matomo worker failed" in logs.text, "the worker tried to read the span")
+    wait_until(lambda: "otel-matomo: the delivery worker failed" in logs.text, "the worker tried to read the span")
     assert "otel-matomo failed in on_start" not in logs.text, "on_start took the span"
     assert processor._worker.alive
     request_span(tracer_for(processor), "/still-working")
@@ -374,7 +375,7 @@ def test_after_a_failure_the_worker_waits_for_the_backoff_then_sends(
 ) -> None:
     monkeypatch.setattr(retry_module, "backoff", lambda attempt: 10.0)
     clock = StepClock()
-    processor = processors(schedule_delay=1.0, clock=clock)
+    processor = processors(schedule_delay=timedelta(seconds=1), clock=clock)
     standin.stop()
     request_span(tracer_for(processor), "/kept")
     clock.advance(1.0)
@@ -395,7 +396,7 @@ def test_after_a_failure_the_worker_waits_for_the_backoff_then_sends(
 
 
 def test_force_flush_is_true_once_everything_is_delivered(processors: Processors, standin: MatomoStandIn) -> None:
-    processor = processors(schedule_delay=10.0)  # only the flush makes the worker send
+    processor = processors(schedule_delay=timedelta(seconds=10))  # only the flush makes the worker send
     tracer = tracer_for(processor)
     for n in range(3):
         request_span(tracer, f"/page/{n}")
@@ -409,7 +410,7 @@ def test_force_flush_from_many_threads_covers_every_span_that_ended_before_it(
     processors: Processors, standin: MatomoStandIn
 ) -> None:
     """``on_end`` queues without the lock: the worker must still see every span queued before a flush began."""
-    processor = processors(schedule_delay=10.0)
+    processor = processors(schedule_delay=timedelta(seconds=10))
     tracer = tracer_for(processor)
     missing: list[str] = []
 
@@ -482,7 +483,7 @@ def test_shutdown_with_matomo_down_is_bounded_and_counts_the_loss(
     elapsed = time.monotonic() - started
     assert elapsed < 2.0, f"shutdown took {elapsed:.2f}s with a 1s timeout"
     assert processor.stats.lost == 10
-    assert "otel-matomo lost 10 hits at shutdown" in logs.text
+    assert "otel-matomo: lost 10 hits at shutdown" in logs.text
     request_span(tracer, "/after-shutdown")  # ignored, never raises
     processor.shutdown(1000)  # a second shutdown is a no-op
 
@@ -490,7 +491,7 @@ def test_shutdown_with_matomo_down_is_bounded_and_counts_the_loss(
 def test_shutdown_with_a_hanging_matomo_returns_within_its_timeout_plus_a_second(
     processors: Processors, standin: MatomoStandIn
 ) -> None:
-    processor = processors(timeout=10.0)
+    processor = processors(timeout=timedelta(seconds=10))
     tracer = tracer_for(processor)
     standin.behaviour = Behaviour(delay=3.0)
     request_span(tracer, "/page")
@@ -534,13 +535,13 @@ def test_without_a_token_hits_older_than_a_day_are_dropped_and_logged(
     assert processor.force_flush(5000)
     assert paths(standin) == ["/now"]
     assert processor.stats.expired == 1
-    assert "otel-matomo dropped 1 hits (expired)" in logs.text
+    assert "otel-matomo: dropped 1 hits (expired)" in logs.text
 
 
 def test_with_a_token_hits_older_than_a_day_are_replayed_within_the_max_age(
     processors: Processors, standin: MatomoStandIn
 ) -> None:
-    processor = processors(buffer_max_age=3 * 86_400)
+    processor = processors(buffer_max_age=timedelta(days=3))
     tracer = tracer_for(processor)
     start_ns = time.time_ns() - 25 * HOUR_NS
     request_span(tracer, "/yesterday", start_ns=start_ns)
@@ -715,7 +716,7 @@ def test_a_websocket_is_tracked_at_its_start_by_default(
 def test_a_forked_child_delivers_its_own_hits_and_the_parent_goes_on(
     processors: Processors, standin: MatomoStandIn
 ) -> None:
-    processor = processors(schedule_delay=0.5)
+    processor = processors(schedule_delay=timedelta(seconds=0.5))
     tracer = tracer_for(processor)
     request_span(tracer, "/before-fork")  # still queued in the parent when it forks
     pid = os.fork()

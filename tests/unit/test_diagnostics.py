@@ -184,6 +184,49 @@ def test_report_sdk_exporters_logs_errors_once(logs: pytest.LogCaptureFixture, m
     report_sdk_exporters(env)
     report_sdk_exporters(env)
 
-    (record,) = [record for record in logs.records if record.name == "otel_matomo"]
+    # Only the SDK's messages: another test's background thread may log on the same logger meanwhile.
+    (record,) = [
+        record for record in logs.records if record.name == "otel_matomo" and "exporter" in record.getMessage()
+    ]
     assert record.levelno == logging.ERROR
     assert "'nope' is not installed" in record.getMessage()
+
+
+def test_configurator_problem_names_the_fix() -> None:
+    from otel_matomo._sdk_exporters import configurator_problem
+
+    assert configurator_problem({}, configurators={"configurator"}) is None
+    missing = configurator_problem({}, configurators=())
+    assert missing is not None
+    assert "Fix: pip install opentelemetry-distro" in missing
+    named = configurator_problem({"OTEL_PYTHON_CONFIGURATOR": "mine"}, configurators={"configurator"})
+    assert named is not None
+    assert "OTEL_PYTHON_CONFIGURATOR names the configurator 'mine'" in named
+
+
+def test_why_untraced_covers_missing_disabled_and_fastapi_for_starlette() -> None:
+    from otel_matomo._frameworks import FRAMEWORKS, why_untraced
+
+    django, flask, _, starlette = FRAMEWORKS
+    assert why_untraced(flask, {"flask"}, {}) is None
+    assert "pip install 'otel-matomo[flask]'" in (why_untraced(flask, {"django"}, {}) or "")
+    disabled = why_untraced(django, {"django"}, {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "flask, django"})
+    assert "remove django from OTEL_PYTHON_DISABLED_INSTRUMENTATIONS" in (disabled or "")
+    assert why_untraced(flask, {"flask"}, {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "*"}) is not None
+    assert why_untraced(starlette, {"fastapi"}, {}) is None
+
+
+def test_the_import_watch_runs_each_action_once_and_leaves(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from otel_matomo._frameworks import _ImportWatch
+
+    seen: list[str] = []
+    watch = _ImportWatch({"json.tool": lambda: seen.append("json.tool")})
+    monkeypatch.setattr(sys, "meta_path", [watch, *sys.meta_path])
+    monkeypatch.delitem(sys.modules, "json.tool", raising=False)
+
+    import json.tool  # noqa: F401
+
+    assert seen == ["json.tool"]
+    assert watch not in sys.meta_path

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -47,7 +48,7 @@ def make_exporter(
         endpoint=standin.url if standin is not None else None,
         site_id=1,
         token_auth=token,
-        timeout=timeout,
+        timeout=timedelta(seconds=timeout),
         visitor_id_secret=SECRET,
         **kwargs,
     )
@@ -373,7 +374,11 @@ def test_keyword_arguments_build_the_settings(standin: MatomoStandIn, monkeypatc
     for name in ("ENDPOINT", "SITE_ID", "TOKEN_AUTH", "TIMEOUT", "VISITOR_ID_SECRET", "ERROR_PAGE_TITLES", "DRY_RUN"):
         monkeypatch.delenv(f"OTEL_EXPORTER_MATOMO_{name}", raising=False)
     exporter = MatomoSpanExporter(
-        endpoint=standin.url, site_id=2, token_auth=WRITE_TOKEN, timeout=1.5, visitor_id_secret=SECRET
+        endpoint=standin.url,
+        site_id=2,
+        token_auth=WRITE_TOKEN,
+        timeout=timedelta(seconds=1.5),
+        visitor_id_secret=SECRET,
     )
     assert exporter.settings.endpoint == standin.url + "/matomo.php"
     assert (exporter.settings.site_id, exporter.settings.timeout) == (2, 1.5)

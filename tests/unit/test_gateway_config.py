@@ -17,6 +17,87 @@ def test_defaults_listen_on_loopback_on_the_otlp_port() -> None:
 
     assert (config.host, config.port, config.token, dict(config.sites)) == ("127.0.0.1", 4318, None, {})
     assert (config.max_body_size, config.queue_size, config.drain_timeout) == (16 * 1024 * 1024, 10_000, 10.0)
+    assert (config.header_timeout, config.body_timeout) == (10.0, 30.0)
+    assert (config.max_connections, config.max_decoding, config.allow_unauthenticated) == (1000, 4, False)
+    assert config.max_body_memory == 128 * 1024 * 1024
+
+
+def test_connection_limits_are_read_like_the_other_durations() -> None:
+    environ = {
+        "OTEL_MATOMO_GATEWAY_HEADER_TIMEOUT": "2000",
+        "OTEL_MATOMO_GATEWAY_BODY_TIMEOUT": "4500",
+        "OTEL_MATOMO_GATEWAY_MAX_CONNECTIONS": "64",
+        "OTEL_MATOMO_GATEWAY_MAX_DECODING": "2",
+        "OTEL_MATOMO_GATEWAY_MAX_BODY_MEMORY": "33554432",
+    }
+
+    config = GatewayConfig.from_env(environ)
+    overridden = GatewayConfig.from_env(environ, header_timeout=0.5, body_timeout=1.5, max_connections=8)
+
+    assert (config.header_timeout, config.body_timeout, config.max_connections, config.max_decoding) == (
+        2.0,
+        4.5,
+        64,
+        2,
+    )
+    assert (overridden.header_timeout, overridden.body_timeout, overridden.max_connections) == (0.5, 1.5, 8)
+    assert (config.max_body_memory, overridden.max_body_memory) == (32 * 1024 * 1024, 32 * 1024 * 1024)
+
+
+def test_body_memory_below_the_body_limit_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"--max-body-memory \(OTEL_MATOMO_GATEWAY_MAX_BODY_MEMORY\) is below"):
+        GatewayConfig.from_env({"OTEL_MATOMO_GATEWAY_MAX_BODY_SIZE": "2048"}, max_body_memory=1024)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "gateway.internal"])
+def test_a_non_loopback_bind_without_a_token_is_refused_naming_the_fix(host: str) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        GatewayConfig.from_env({"OTEL_MATOMO_GATEWAY_HOST": host})
+
+    message = str(refused.value)
+    assert f"--host {host} listens beyond this machine without a bearer token" in message
+    assert "--token-file" in message
+    assert "--allow-unauthenticated" in message
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
+def test_loopback_needs_no_token(host: str) -> None:
+    assert GatewayConfig.from_env({}, host=host).host == host
+
+
+def test_an_open_bind_is_served_when_the_operator_says_so_or_with_a_token() -> None:
+    by_flag = GatewayConfig.from_env({}, host="0.0.0.0", allow_unauthenticated=True)
+    by_variable = GatewayConfig.from_env(
+        {"OTEL_MATOMO_GATEWAY_HOST": "::", "OTEL_MATOMO_GATEWAY_ALLOW_UNAUTHENTICATED": "true"}
+    )
+    with_token = GatewayConfig.from_env({"OTEL_MATOMO_GATEWAY_TOKEN": TOKEN}, host="0.0.0.0")
+
+    assert (by_flag.token, by_flag.allow_unauthenticated, by_variable.host) == (None, True, "::")
+    assert with_token.token == TOKEN
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o644, 0o640, 0o604, 0o620, 0o602])
+def test_a_token_file_others_may_read_or_write_is_refused_without_echoing_it(tmp_path: Path, mode: int) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(mode)
+
+    with pytest.raises(ConfigurationError) as refused:
+        GatewayConfig.from_env({}, token_file=str(token_file))
+
+    message = str(refused.value)
+    assert f"is open to group or others (mode {mode:04o})" in message
+    assert f"chmod 600 {token_file}" in message
+    assert TOKEN not in message
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400])
+def test_a_token_file_only_its_owner_can_read_is_accepted(tmp_path: Path, mode: int) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(mode)
+
+    assert GatewayConfig.from_env({}, token_file=str(token_file)).token == TOKEN
 
 
 def test_variables_are_read_and_flags_win() -> None:
@@ -51,6 +132,7 @@ def test_variables_are_read_and_flags_win() -> None:
 def test_the_token_comes_from_a_file_and_never_shows(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
 
     config = GatewayConfig.from_env({}, token_file=str(token_file))
     from_variable = GatewayConfig.from_env({"OTEL_MATOMO_GATEWAY_TOKEN_FILE": str(token_file)})
@@ -78,6 +160,11 @@ def test_the_token_comes_from_a_file_and_never_shows(tmp_path: Path) -> None:
             "both OTEL_MATOMO_GATEWAY_TOKEN and a token file",
         ),
         ({"OTEL_MATOMO_GATEWAY_TOKEN_FILE": "/nonexistent/token"}, "--token-file (OTEL_MATOMO_GATEWAY_TOKEN_FILE)"),
+        ({"OTEL_MATOMO_GATEWAY_HEADER_TIMEOUT": "0"}, "--header-timeout (OTEL_MATOMO_GATEWAY_HEADER_TIMEOUT) is '0'"),
+        ({"OTEL_MATOMO_GATEWAY_BODY_TIMEOUT": "-5"}, "--body-timeout (OTEL_MATOMO_GATEWAY_BODY_TIMEOUT) is '-5'"),
+        ({"OTEL_MATOMO_GATEWAY_MAX_CONNECTIONS": "0"}, "--max-connections (OTEL_MATOMO_GATEWAY_MAX_CONNECTIONS)"),
+        ({"OTEL_MATOMO_GATEWAY_MAX_DECODING": "1.5"}, "--max-decoding (OTEL_MATOMO_GATEWAY_MAX_DECODING) is '1.5'"),
+        ({"OTEL_MATOMO_GATEWAY_ALLOW_UNAUTHENTICATED": "maybe"}, "(OTEL_MATOMO_GATEWAY_ALLOW_UNAUTHENTICATED)"),
     ],
 )
 def test_invalid_options_name_the_flag_and_the_variable(environ: dict[str, str], message: str) -> None:

@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -107,7 +108,7 @@ def make_gateway(standin: MatomoStandIn) -> Iterator[MakeGateway]:
                 site_id=1,
                 token_auth=WRITE_TOKEN,
                 visitor_id_secret=SECRET,
-                timeout=timeout,
+                timeout=timedelta(seconds=timeout),
             )
             gateway = Gateway(GatewayConfig(**config), settings, default_site=default_site)
             stack.callback(gateway.close)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -190,7 +191,12 @@ def test_the_hook_never_raises(caplog: pytest.LogCaptureFixture) -> None:
 @pytest.fixture
 def processor(standin: MatomoStandIn) -> Iterator[MatomoSpanProcessor]:
     settings = Settings.from_env(
-        {}, endpoint=standin.url, site_id=1, token_auth=WRITE_TOKEN, visitor_id_secret=SECRET, schedule_delay=0.05
+        {},
+        endpoint=standin.url,
+        site_id=1,
+        token_auth=WRITE_TOKEN,
+        visitor_id_secret=SECRET,
+        schedule_delay=timedelta(milliseconds=50),
     )
     made = MatomoSpanProcessor(settings=settings)
     yield made

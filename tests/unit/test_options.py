@@ -9,13 +9,15 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from otel_matomo import _reference
+from otel_matomo._arguments import MatomoOptions
 from otel_matomo._options import ConfigurationError
-from otel_matomo._settings import SETTINGS_OPTIONS, SWITCHES, Settings, SettingsArguments, read_flag
+from otel_matomo._settings import SETTINGS_OPTIONS, SWITCHES, Settings, read_flag
 from otel_matomo.gateway._config import GATEWAY_OPTIONS, GatewayConfig
 
 PREFIX = "OTEL_EXPORTER_MATOMO_"
@@ -69,7 +71,7 @@ def test_a_dataclass_that_disagrees_with_its_table_fails_at_import() -> None:
 def test_every_option_is_a_keyword_of_from_env_and_its_variable_is_its_name_in_capitals() -> None:
     keywords = {option.name for option in SETTINGS_OPTIONS.options if option.keyword}
 
-    assert set(typing.get_type_hints(SettingsArguments)) == keywords
+    assert set(typing.get_type_hints(MatomoOptions)) == keywords
     assert [option.suffix for option in SETTINGS_OPTIONS.options] == [
         option.name.upper() for option in SETTINGS_OPTIONS.options
     ]
@@ -121,7 +123,9 @@ def test_a_whole_number_argument_is_an_int_or_digits(name: str, value: object) -
     with pytest.raises(ConfigurationError) as raised:
         Settings.from_env(BASE, **{name: value})  # type: ignore[misc]
 
-    assert str(raised.value).startswith(f"{name} ({PREFIX}{name.upper()}) is {value!r}: expected a positive whole")
+    assert str(raised.value).startswith(
+        f"Settings.from_env: {name} ({PREFIX}{name.upper()}) is {value!r}: expected a positive whole"
+    )
 
 
 @pytest.mark.parametrize("name", WHOLE_NUMBER_OPTIONS)
@@ -142,28 +146,47 @@ def test_gateway_whole_numbers_are_digits_only(variable: str, raw: str) -> None:
         GatewayConfig.from_env({f"OTEL_MATOMO_GATEWAY_{variable}": raw})
 
 
-@pytest.mark.parametrize(("name", "variable"), [("timeout", "TIMEOUT"), ("schedule_delay", "SCHEDULE_DELAY")])
-def test_an_argument_in_seconds_names_the_variable_in_milliseconds(name: str, variable: str) -> None:
+DURATIONS = [
+    ("timeout", "milliseconds", "timedelta(seconds=10)"),
+    ("schedule_delay", "milliseconds", "timedelta(seconds=1)"),
+    ("buffer_max_age", "seconds", "timedelta(days=1)"),
+]
+
+
+@pytest.mark.parametrize(("name", "unit", "example"), DURATIONS)
+@pytest.mark.parametrize("value", [5000, 2.5, 0])
+def test_a_bare_number_for_a_duration_is_refused_naming_both_units(
+    name: str, unit: str, example: str, value: float
+) -> None:
     with pytest.raises(ConfigurationError) as raised:
-        Settings.from_env(BASE, **{name: 0})  # type: ignore[misc]
+        Settings.from_env(BASE, **{name: value})  # type: ignore[misc]
 
     assert str(raised.value) == (
-        f"{name} is 0: expected a positive number of seconds ({PREFIX}{variable} takes milliseconds)"
+        f"Settings.from_env: {name} is {value!r}, a number without a unit: expected a positive datetime.timedelta, "
+        f"e.g. {example} ({PREFIX}{name.upper()} takes {unit})"
     )
-    argument_wins = Settings.from_env({**BASE, PREFIX + variable: "250"}, **{name: 2})  # type: ignore[misc]
-    assert getattr(argument_wins, name) == 2.0
-    assert getattr(Settings.from_env({**BASE, PREFIX + variable: "250"}), name) == 0.25
 
 
-@pytest.mark.parametrize("value", [0, -1.5, float("inf"), True, "soon"])
-def test_an_argument_in_the_variable_unit_names_both(value: object) -> None:
-    with pytest.raises(ConfigurationError) as raised:
-        Settings.from_env(BASE, buffer_max_age=value)  # type: ignore[arg-type]
+@pytest.mark.parametrize(("name", "unit", "example"), DURATIONS)
+@pytest.mark.parametrize("value", [timedelta(0), timedelta(seconds=-1), True, "60", "soon", None])
+def test_a_duration_argument_is_a_positive_timedelta(name: str, unit: str, example: str, value: object) -> None:
+    if value is None:  # None is "not given": the variable, else the default
+        assert getattr(Settings.from_env(BASE, **{name: value}), name) > 0  # type: ignore[misc]
+        return
+    with pytest.raises(ConfigurationError, match=rf"^Settings.from_env: {name} is .*: expected a positive datetime"):
+        Settings.from_env(BASE, **{name: value})  # type: ignore[misc]
 
-    assert str(raised.value) == (
-        f"buffer_max_age ({PREFIX}BUFFER_MAX_AGE) is {value!r}: expected a positive number of seconds, e.g. 86400"
-    )
-    assert Settings.from_env(BASE, buffer_max_age="60").buffer_max_age == 60.0  # type: ignore[arg-type]
+
+@pytest.mark.parametrize(("name", "unit", "example"), DURATIONS)
+def test_a_duration_is_a_timedelta_as_argument_and_a_number_of_its_unit_in_the_variable(
+    name: str, unit: str, example: str
+) -> None:
+    variable = {PREFIX + name.upper(): "250"}
+    in_variable = getattr(Settings.from_env({**BASE, **variable}), name)
+    argument_wins = Settings.from_env({**BASE, **variable}, **{name: timedelta(minutes=2)})  # type: ignore[misc]
+
+    assert in_variable == (0.25 if unit == "milliseconds" else 250.0)
+    assert getattr(argument_wins, name) == 120.0
 
 
 # --- switches ---------------------------------------------------------------------------------------------------

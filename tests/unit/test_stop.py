@@ -48,23 +48,110 @@ def test_sigterm_with_its_default_action_flushes_then_dies_of_the_signal() -> No
     assert result.returncode == -15, "the process still ends as SIGTERM ends it"
 
 
-def test_a_sigterm_handler_of_the_application_is_kept() -> None:
+def test_a_sigterm_handler_of_the_application_still_runs_and_the_flush_waits_for_the_exit() -> None:
     result = _run(
         """
-        import signal
+        import os, signal
 
         def mine(signum, frame):
-            pass
+            print("mine", flush=True)
 
         signal.signal(signal.SIGTERM, mine)
 
         component = Component()
         _stop.register(component)
-        print(signal.getsignal(signal.SIGTERM) is mine, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("still serving", flush=True)
         """
     )
-    assert result.stdout == "True\nflushed\n", result.stderr  # flushed once, by atexit
+    assert result.stdout == "mine\nstill serving\nflushed\n", result.stderr  # flushed once, by atexit
     assert result.returncode == 0
+
+
+def test_a_child_forked_while_sigterm_is_held_is_not_held() -> None:
+    result = _run(
+        """
+        import os, signal
+
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        component = Component()
+        _stop.register(component)
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("held", signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, []), flush=True)
+        child = os.fork()
+        if child == 0:
+            print("held in child", signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, []), flush=True)
+            os._exit(0)
+        os.waitpid(child, 0)
+        """
+    )
+    assert result.stdout == "held True\nheld in child False\nflushed\n", result.stderr
+
+
+def test_a_handler_that_exits_still_exits_after_the_flush() -> None:
+    result = _run(
+        """
+        import os, signal, sys
+
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(3))  # Django's autoreloader does this
+        component = Component()
+        _stop.register(component)
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("not reached", flush=True)
+        """
+    )
+    assert result.stdout == "flushed\n", result.stderr
+    assert result.returncode == 3
+
+
+def test_a_handler_that_re_raises_to_die_at_once_dies_after_the_flush() -> None:
+    result = _run(
+        """
+        import os, signal
+
+        def cleanup_then_die(signum, frame):
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+        signal.signal(signal.SIGTERM, cleanup_then_die)
+        component = Component()
+        _stop.register(component)
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("not reached", flush=True)
+        """
+    )
+    assert result.stdout == "flushed\n", result.stderr
+    assert result.returncode == -15
+
+
+def test_a_uvicorn_worker_that_restores_the_default_action_and_re_raises_flushes_then_dies_of_it() -> None:
+    """``uvicorn --workers N``: the spawned worker imports the app inside ``Server.capture_signals``, then restores
+    ``SIG_DFL`` and calls ``signal.raise_signal`` (see tests/faults/test_graceful_stop.py for the real server)."""
+    result = _run(
+        """
+        import multiprocessing, os, signal
+
+        def serve():
+            global component
+
+            def handle_exit(signum, frame):
+                print("graceful shutdown", flush=True)
+
+            original = signal.signal(signal.SIGTERM, handle_exit)  # capture_signals
+            component = Component("flushed in worker")  # config.load(): the app module sets up OpenTelemetry
+            _stop.register(component)
+            os.kill(os.getpid(), signal.SIGTERM)  # the supervisor's terminate()
+            signal.signal(signal.SIGTERM, original)
+            signal.raise_signal(signal.SIGTERM)
+
+        if __name__ == "__main__":
+            worker = multiprocessing.get_context("spawn").Process(target=serve)
+            worker.start()
+            worker.join()
+            print("exit", worker.exitcode, flush=True)
+        """
+    )
+    assert result.stdout == "graceful shutdown\nflushed in worker\nexit -15\n", result.stderr
 
 
 def test_a_multiprocessing_worker_flushes_when_its_target_returns() -> None:

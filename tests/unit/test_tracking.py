@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 import otel_matomo
+from otel_matomo import _diagnostics as diagnostics
 from otel_matomo import _names as names
 from otel_matomo import tracking
 from otel_matomo._delivery import MatomoSpanProcessor
@@ -456,15 +457,19 @@ def test_two_requests_of_one_trace_served_at_once_keep_their_own_facts(recorder:
     assert actions == {"GET /first": ["direct", "nested", "after the other request ended"], "GET /second": ["nested"]}
 
 
-def test_without_the_tracking_processor_only_the_server_span_itself_is_found() -> None:
+def test_without_the_tracking_processor_a_nested_call_records_on_the_nested_span() -> None:
+    """The exporter moves it to the server span (tests/unit/test_nested_tracking.py)."""
     recording = Recorder(tracking_processor=False)
     with recording.request():
         track_event("Shop", "direct")
         with recording.tracer.start_as_current_span("nested"):
-            track_event("Shop", "nested")  # documented: needs TrackingProcessor or MatomoSpanProcessor
+            track_event("Shop", "nested")
     recording.provider.shutdown()
     assert events(recording.server_span()) == [
         ("matomo.event", {"matomo.event.category": "Shop", "matomo.event.action": "direct"})
+    ]
+    assert events(recording.finished("nested")) == [
+        ("matomo.event", {"matomo.event.category": "Shop", "matomo.event.action": "nested"})
     ]
 
 
@@ -555,16 +560,27 @@ INVALID_CALLS: list[Callable[[], None]] = [
 ]
 
 
-def test_outside_a_request_nothing_happens_and_nothing_raises(recorder: Recorder, strict: None) -> None:
+def test_outside_a_request_nothing_happens_and_nothing_raises(
+    recorder: Recorder, strict: None, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(diagnostics, "_once", diagnostics.OnceLog(logging.getLogger("otel_matomo")))
     for call in ALL_CALLS + INVALID_CALLS:
         call()  # no span at all
+    said = [record.getMessage() for record in caplog.records if "recorded nothing" in record.getMessage()]
+    assert said == [
+        "otel-matomo: track_event recorded nothing: no span is active (outside a request, or nothing "
+        "traces the application)"
+    ], "said once per process"
+
+
+def test_in_spans_without_a_server_span_facts_stay_on_the_current_span(recorder: Recorder) -> None:
+    """No server span to find: the call records on its own span, where a trace backend shows it and the
+    exporter finds no server span to move it to (it says so)."""
     with recorder.tracer.start_as_current_span("a background job"), recorder.tracer.start_as_current_span("step"):
-        for call in ALL_CALLS + INVALID_CALLS:
-            call()  # spans, but no server span
+        track_goal(3)
     recorder.provider.force_flush()
-    for span in recorder.memory.get_finished_spans():
-        assert events(span) == []
-        assert tracking_attributes(span) == {}
+    assert events(recorder.finished("step")) == [("matomo.goal", {"matomo.goal.id": 3})]
+    assert events(recorder.finished("a background job")) == []
 
 
 def test_with_a_non_recording_server_span_nothing_happens(strict: None) -> None:
@@ -596,8 +612,8 @@ def test_after_the_server_span_ended_nothing_happens_and_nothing_raises(recorder
         for call in ALL_CALLS + INVALID_CALLS:
             call()  # the server span is still current, but ended
         with recorder.tracer.start_as_current_span("late nested span"):
-            for call in ALL_CALLS + INVALID_CALLS:
-                call()
+            for call in ALL_CALLS:
+                call()  # recorded on the late span, which the exporter cannot move to a hit sent already
     span = recorder.server_span()
     assert events(span) == [("matomo.event", {"matomo.event.category": "Shop", "matomo.event.action": "in time"})]
     assert tracking_attributes(span) == {}
