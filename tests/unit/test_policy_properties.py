@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from otel_matomo._bulk import encode_bulk
 from otel_matomo._hits import request_hit
 from otel_matomo._pipeline import Pipeline
-from otel_matomo._policy import client_ip, redact_url, skip_reason
+from otel_matomo._policy import client_ip, skip_reason
+from otel_matomo._redact import redact_url
 from otel_matomo._request import http_request_from_span_data
 from otel_matomo._settings import DEFAULT_REDACTED_PARAMS, Settings
 from otel_matomo._types import DropReason, HttpRequest
