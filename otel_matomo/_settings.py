@@ -115,9 +115,12 @@ SETTINGS_OPTIONS = OptionTable(
                "requests with `Sec-GPC: 1` produce no hit (counted as `opted_out`)"),
         Option("honor_dnt", "HONOR_DNT", Flag(), True,
                "requests with `DNT: 1` produce no hit (counted as `opted_out`)"),
-        Option("redact_query_params", "REDACT_QUERY_PARAMS", Names(), DEFAULT_REDACTED_PARAMS,
+        Option("redact_query_params", "REDACT_QUERY_PARAMS",
+               Names(expected="comma-separated words or *patterns*, +word to add to the defaults, or none",
+                     extends=DEFAULT_REDACTED_PARAMS), DEFAULT_REDACTED_PARAMS,
                "parameters (query, `;path` parameters, fragment) with one of these words in their name are removed "
-               "from `url`, `urlref` and titles (`*token*` also matches inside words)"),
+               "from `url`, `urlref` and titles (`*token*` also matches inside words); `+ssn,+*iban*` adds to the "
+               "defaults instead of replacing them"),
         # What becomes a hit.
         Option("exclude_paths", "EXCLUDE_PATHS", Globs(), DEFAULT_EXCLUDED_PATHS,
                "path globs (`/internal/*`) that are not visits"),
