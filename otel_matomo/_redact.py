@@ -43,6 +43,9 @@ CAMPAIGN_PARAMS = frozenset(
 
 _SEPARATOR = re.compile(r"([&;])")
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
+"""Words by camelCase (``myToken``, ``SAMLResponse``); :data:`_LOWER_WORD` splits the lower-cased name too, so
+that a word's own odd case (``user_pIn``) does not hide it."""
+_LOWER_WORD = re.compile(r"[a-z]+|[0-9]+")
 _USERINFO = re.compile(r"^((?:[a-zA-Z][a-zA-Z0-9+.-]*:)?//)[^/]*@")
 """``scheme://user:password@`` (or a scheme-relative ``//user@``), up to the last ``@`` before the path."""
 _MAY_HOLD = re.compile(r"[?#;@]")
@@ -63,8 +66,8 @@ def _redact_url(url: str, names: tuple[str, ...]) -> str:
     and redacting twice changes nothing more. The parts are cut where Matomo's ``parse_url`` cuts them."""
     rest, hash_mark, fragment = url.partition("#")
     rest, question_mark, query = rest.partition("?")
-    rest = _USERINFO.sub(r"\1", rest, count=1)
     rest = _redact_parameters(rest, names) if ";" in rest else rest
+    rest = _USERINFO.sub(r"\1", rest, count=1)  # after: a removed parameter may have hidden the "//"
     return rest + _part(question_mark, query, names) + _part(hash_mark, fragment, names)
 
 
@@ -95,6 +98,8 @@ def _redact_parameters(path: str, names: tuple[str, ...]) -> str:
 def _redact_segment(segment: str, names: tuple[str, ...]) -> str:
     first, _, parameters = segment.partition(";")
     kept = _kept(_SEPARATOR.split(parameters), names)
+    if kept == parameters:
+        return segment
     return f"{first};{kept}" if kept else first
 
 
@@ -117,7 +122,7 @@ def is_credential(name: str, names: tuple[str, ...]) -> bool:
     if lowered in CAMPAIGN_PARAMS:
         return False
     words, pattern = _matcher(names)
-    candidates = {lowered, *(word.lower() for word in _WORD.findall(decoded))}
+    candidates = {lowered, *_LOWER_WORD.findall(lowered), *(word.lower() for word in _WORD.findall(decoded))}
     return not words.isdisjoint(candidates) or (pattern is not None and any(map(pattern.fullmatch, candidates)))
 
 
