@@ -56,7 +56,7 @@ DEFAULT_TRUSTED_PROXIES: tuple[IpNetwork, ...] = Networks(
 DEFAULT_REDACTED_PARAMS: tuple[str, ...] = (
     "*token*", "*password*", "passwd", "pwd", "pass", "passcode", "passphrase", "pin", "*secret*", "key", "*apikey*",
     "*accesskey*", "*authkey*", "session", "*sessionid*", "*sessid*", "sid", "code", "state", "nonce", "otp",
-    "*verifier", "*ticket", "saml*", "*assertion", "bearer", "jwt", "auth", "authorization", "credential*",
+    "*verifier*", "*ticket", "saml*", "*assertion", "bearer", "jwt", "auth", "authorization", "credential*",
     "*signature*", "sig", "hash", "hmac", "*csrf*", "*xsrf*",
 )  # fmt: skip
 """Credential words in parameter names (see ``_redact.py``): ``pin`` matches the word ``pin`` only (``pin2``,
