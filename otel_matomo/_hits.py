@@ -252,14 +252,14 @@ def action_name(request: HttpRequest, settings: Settings) -> str:
     ``action_title_category_delimiter`` each such title is its own row, found by its ``404/URL = `` prefix; the
     path, query and referrer in it are redacted like ``url`` and ``urlref``.
     """
-    path = redact_url(request.path, settings.redact_query_params)  # a `;jsessionid=`, a decoded `%3F`
+    names = settings.redact_query_params
     if settings.error_page_titles and request.status is not None and request.status >= 400:
-        query = redact_query(request.query, settings.redact_query_params)
+        path, query = redact_url(request.path, names), redact_query(request.query, names)  # ;jsessionid=, %3F
         title = f"{request.status}/URL = {_encode_component(path + (f'?{query}' if query else ''))}"
         if request.referrer:
-            title += f"/From = {_encode_component(redact_url(request.referrer, settings.redact_query_params))}"
+            title += f"/From = {_encode_component(redact_url(request.referrer, names))}"
         return title
-    return f"{request.method} {request.route or path}"
+    return f"{request.method} {request.route or redact_url(request.path, names)}"
 
 
 def page_url(request: HttpRequest, settings: Settings) -> str:

@@ -84,8 +84,9 @@ def redact_query(query: str, names: tuple[str, ...]) -> str:
     return _redact_query(query, names)
 
 
-@text_cache(maxsize=2048)
+@text_cache(maxsize=2048)  # one page's query and one visitor's referrer query repeat
 def _redact_query(query: str, names: tuple[str, ...]) -> str:
+    """``&`` and ``;`` both separate: a ``;token=`` hidden behind ``a=1`` is a parameter to servlet containers."""
     return _kept(_SEPARATOR.split(query), names)
 
 
@@ -96,6 +97,7 @@ def _redact_parameters(path: str, names: tuple[str, ...]) -> str:
 
 
 def _redact_segment(segment: str, names: tuple[str, ...]) -> str:
+    """One path segment, returned as it was when no parameter goes (a bare ``;`` stays)."""
     first, _, parameters = segment.partition(";")
     kept = _kept(_SEPARATOR.split(parameters), names)
     if kept == parameters:
@@ -123,12 +125,19 @@ def is_credential(name: str, names: tuple[str, ...]) -> bool:
         return False
     words, pattern = _matcher(names)
     candidates = {lowered, *_LOWER_WORD.findall(lowered), *(word.lower() for word in _WORD.findall(decoded))}
-    return not words.isdisjoint(candidates) or (pattern is not None and any(map(pattern.fullmatch, candidates)))
+    return not words.isdisjoint(candidates) or (pattern is not None and any(map(pattern.search, candidates)))
 
 
 @functools.lru_cache(maxsize=16)  # one list per Settings
 def _matcher(names: tuple[str, ...]) -> tuple[frozenset[str], re.Pattern[str] | None]:
-    """The listed whole words, and one regular expression for the listed ``*`` patterns."""
+    """The listed whole words, and one regular expression searched for the listed ``*`` patterns (``*token*``
+    is ``token`` anywhere, ``saml*`` is ``^saml``: a search, not a backtracking ``.*`` match)."""
     lowered = [name.lower() for name in names]
-    patterns = [re.escape(name).replace(r"\*", ".*") for name in lowered if "*" in name]
+    patterns = [_searched(name) for name in lowered if "*" in name]
     return frozenset(name for name in lowered if "*" not in name), re.compile("|".join(patterns)) if patterns else None
+
+
+def _searched(pattern: str) -> str:
+    """A listed ``*`` pattern as a regular expression to search for, anchored where it has no ``*``."""
+    core = re.escape(pattern.strip("*")).replace(r"\*", ".*")
+    return ("" if pattern.startswith("*") else "^") + f"(?:{core})" + ("" if pattern.endswith("*") else r"\Z")
