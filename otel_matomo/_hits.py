@@ -12,7 +12,8 @@ from urllib.parse import quote
 from otel_matomo import _names as names
 from otel_matomo._cache import text_cache, text_length
 from otel_matomo._caps import UADATA_CAP, Capped, capped, fit_values
-from otel_matomo._policy import client_address, forwarded_origin, is_event, mask_ip, redact_query, redact_url
+from otel_matomo._policy import client_address, forwarded_origin, is_event, mask_ip
+from otel_matomo._redact import redact_query, redact_url
 from otel_matomo._settings import Settings
 from otel_matomo._types import Adjustment, Hit, HttpRequest
 from otel_matomo._visitor import visitor_id
@@ -150,8 +151,8 @@ def _action(request: HttpRequest, settings: Settings, hit: Hit) -> Capped:
     server_ms = None if duration is None else str(round(duration / 1_000_000))
     app = request.tracking
     if is_event(request, settings):
-        hit.update(ca="1", e_c=settings.event_category, e_a=f"{request.method} {request.route or request.path}")
-        hit.update(e_n=request.path)
+        path = redact_url(request.path, settings.redact_query_params)
+        hit.update(ca="1", e_c=settings.event_category, e_a=f"{request.method} {request.route or path}", e_n=path)
         if server_ms is not None:
             hit["e_v"] = server_ms
         return _EVENT_CAPPED
@@ -319,15 +320,16 @@ def action_name(request: HttpRequest, settings: Settings) -> str:
     Error titles follow the convention of Matomo's JavaScript tracker FAQ and its log importer:
     ``404/URL = <encoded path?query>/From = <encoded referrer>``. With Matomo 5's default (empty)
     ``action_title_category_delimiter`` each such title is its own row, found by its ``404/URL = `` prefix; the
-    query and referrer in it are redacted like ``url`` and ``urlref``.
+    path, query and referrer in it are redacted like ``url`` and ``urlref``.
     """
+    names = settings.redact_query_params
     if settings.error_page_titles and request.status is not None and request.status >= 400:
-        query = redact_query(request.query, settings.redact_query_params)
-        title = f"{request.status}/URL = {_encode_component(request.path + (f'?{query}' if query else ''))}"
+        path, query = redact_url(request.path, names), redact_query(request.query, names)  # ;jsessionid=, %3F
+        title = f"{request.status}/URL = {_encode_component(path + (f'?{query}' if query else ''))}"
         if request.referrer:
-            title += f"/From = {_encode_component(redact_url(request.referrer, settings.redact_query_params))}"
+            title += f"/From = {_encode_component(redact_url(request.referrer, names))}"
         return title
-    return f"{request.method} {request.route or request.path}"
+    return f"{request.method} {request.route or redact_url(request.path, names)}"
 
 
 def page_url(request: HttpRequest, settings: Settings) -> str:
@@ -347,7 +349,7 @@ def _page_url(scheme: str, host: str | None, path: str, query: str, words: tuple
     default_port = _DEFAULT_PORTS[scheme]
     if host.endswith(default_port):
         host = host[: -len(default_port)]
-    path = path if path.startswith("/") else "/" + path
+    path = redact_url(path if path.startswith("/") else "/" + path, words)
     query = redact_query(query, words)
     return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
 

@@ -194,14 +194,26 @@ class Choice:
 
 @dataclass(frozen=True)
 class Names:
-    """Comma-separated names, lower-cased without leading dots (upper-cased for HTTP methods)."""
+    """Comma-separated names, lower-cased without leading dots (upper-cased for HTTP methods).
+
+    With ``extends`` (the option's default), names written ``+name`` are added to it rather than replacing it, so
+    that one more name does not mean copying, and then maintaining, the whole default list.
+    """
 
     upper: bool = False
     expected: str = "comma-separated names, or none"
+    extends: tuple[str, ...] = ()
 
     def parse(self, raw: Any, argument: bool) -> tuple[str, ...]:
-        names = (item.lower().lstrip(".") for item in _items(raw, argument))
-        return tuple(name.upper() for name in names) if self.upper else tuple(names)
+        names = tuple(item.lower().lstrip(".") for item in _items(raw, argument))
+        if self.upper:
+            return tuple(name.upper() for name in names)
+        added = [name[1:].strip() for name in names if name.startswith("+")]
+        if not added or not self.extends:
+            return names
+        if len(added) != len(names):
+            raise Invalid("mixes +names, added to the defaults, with names that replace them")
+        return tuple(dict.fromkeys((*self.extends, *filter(None, added))))
 
     def show(self, default: Any) -> str:
         return _listed(default)

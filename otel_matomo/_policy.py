@@ -8,7 +8,7 @@ Pure functions over :class:`HttpRequest` and :class:`Settings`. The defaults, an
   explicit signal is the only opt-out they have (and GPC is a legal opt-out in several jurisdictions).
 - IP anonymisation is off by default because Matomo applies the site owner's own anonymisation setting (on by
   default) after geolocating with the full address; masking here too would only degrade geolocation.
-- Credentials in URLs are removed from ``url`` and ``urlref``; campaign parameters are always kept.
+- Credentials in URLs are removed from ``url``, ``urlref`` and titles (``_redact.py``).
 - Health checks, metrics scrapes, static assets and CORS pre-flights (``OPTIONS``) are not visits.
 """
 
@@ -19,7 +19,7 @@ import functools
 import ipaddress
 import re
 from typing import NamedTuple
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from otel_matomo._cache import text_cache
 from otel_matomo._kinds import IpNetwork
@@ -33,8 +33,6 @@ _MAX_HEADER = 4096
 """Forwarding headers longer than this are cut: a hostile chain must not cost unbounded CPU."""
 _UNKNOWN_NODE = re.compile(r"unknown|_[A-Za-z0-9._-]+", re.IGNORECASE)
 """RFC 7239's node names that are no address: the proxy does not know the client, or hides it."""
-_CAMPAIGN_PREFIXES = ("mtm_", "pk_", "utm_", "matomo_", "piwik_")
-_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 _IPV6_KEEP_BITS = {1: 64, 2: 48, 3: 24}
 """Matomo's own IPv6 masks for its 1, 2 and 3 byte IPv4 levels."""
 
@@ -187,46 +185,6 @@ def mask_ip(address: str, mask_bytes: int) -> str:
     parsed = ipaddress.ip_address(address)
     keep = 32 - 8 * mask_bytes if parsed.version == 4 else _IPV6_KEEP_BITS[mask_bytes]
     return str(ipaddress.ip_network(f"{parsed}/{keep}", strict=False).network_address)
-
-
-def redact_url(url: str, words: tuple[str, ...]) -> str:
-    """Remove query parameters whose name contains a credential word; campaign parameters always stay."""
-    if "?" not in url or not words:
-        return url
-    return _redact_url(url, words)
-
-
-@text_cache(maxsize=2048)  # each referrer is split and put together again, and one visitor's referrer repeats
-def _redact_url(url: str, words: tuple[str, ...]) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url.partition("?")[0]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, redact_query(parts.query, words), parts.fragment))
-
-
-def redact_query(query: str, words: tuple[str, ...]) -> str:
-    """A query string without the parameters whose name contains a credential word (see :func:`redact_url`)."""
-    if not query or not words:
-        return query
-    return _redact_query(query, words)
-
-
-@text_cache(maxsize=2048)
-def _redact_query(query: str, words: tuple[str, ...]) -> str:
-    pairs = parse_qsl(query, keep_blank_values=True)
-    kept = [(name, value) for name, value in pairs if not _is_credential(name, words)]
-    if len(kept) == len(pairs):
-        return query
-    return urlencode(kept, errors="replace")
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_credential(name: str, words: tuple[str, ...]) -> bool:
-    lowered = name.lower()
-    if lowered.startswith(_CAMPAIGN_PREFIXES):
-        return False
-    return lowered in words or any(word.lower() in words for word in _WORD.findall(name))
 
 
 def _forwarded_for(chain: str, header: str) -> tuple[list[str], bool]:

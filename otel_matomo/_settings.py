@@ -54,10 +54,13 @@ DEFAULT_TRUSTED_PROXIES: tuple[IpNetwork, ...] = Networks(
 """Loopback only, as uvicorn's ``--forwarded-allow-ips`` default: a proxy on the same host."""
 
 DEFAULT_REDACTED_PARAMS: tuple[str, ...] = (
-    "token", "password", "passwd", "pwd", "secret", "key", "apikey", "session", "sessionid", "sid", "code",
-    "signature", "sig", "auth", "authorization", "jwt", "credential", "credentials", "otp", "nonce", "state",
+    "*token*", "*password*", "passwd", "pwd", "pass", "passcode", "passphrase", "pin", "*secret*", "key", "*apikey*",
+    "*accesskey*", "*authkey*", "session", "*sessionid*", "*sessid*", "sid", "code", "state", "nonce", "otp",
+    "*verifier*", "*ticket", "saml*", "*assertion", "bearer", "jwt", "auth", "authorization", "credential*",
+    "*signature*", "sig", "hash", "hmac", "*csrf*", "*xsrf*",
 )  # fmt: skip
-"""Query parameter name words that mark a credential (matched word by word: ``api_key``, ``X-Amz-Signature``)."""
+"""Credential words in parameter names (see ``_redact.py``): ``pin`` matches the word ``pin`` only (``pin2``,
+``user_pin``, never ``spin``); ``*token*`` matches inside words too (``accesstoken``, ``mytoken``, ``tokens``)."""
 
 DEFAULT_EXCLUDED_PATHS: tuple[str, ...] = ("/health", "/healthz", "/livez", "/readyz", "/metrics", "/robots.txt")
 """Health checks and metrics scrapes: machine traffic that would inflate page views."""
@@ -112,8 +115,12 @@ SETTINGS_OPTIONS = OptionTable(
                "requests with `Sec-GPC: 1` produce no hit (counted as `opted_out`)"),
         Option("honor_dnt", "HONOR_DNT", Flag(), True,
                "requests with `DNT: 1` produce no hit (counted as `opted_out`)"),
-        Option("redact_query_params", "REDACT_QUERY_PARAMS", Names(), DEFAULT_REDACTED_PARAMS,
-               "query parameters whose name contains one of these words are removed from `url` and `urlref`"),
+        Option("redact_query_params", "REDACT_QUERY_PARAMS",
+               Names(expected="comma-separated words or *patterns*, +word to add to the defaults, or none",
+                     extends=DEFAULT_REDACTED_PARAMS), DEFAULT_REDACTED_PARAMS,
+               "parameters (query, `;path` parameters, fragment) with one of these words in their name are removed "
+               "from `url`, `urlref` and titles (`*token*` also matches inside words); `+ssn,+*iban*` adds to the "
+               "defaults instead of replacing them"),
         # What becomes a hit.
         Option("exclude_paths", "EXCLUDE_PATHS", Globs(), DEFAULT_EXCLUDED_PATHS,
                "path globs (`/internal/*`) that are not visits"),

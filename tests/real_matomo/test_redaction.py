@@ -1,9 +1,12 @@
 """Credentials in query strings never reach Matomo's reports.
 
-A visitor follows a password-reset link that has expired (404), coming from a login callback: the reset token
-and the OAuth code are in the query strings. The exporter redacts credential parameters (``token``, ``code``,
-``state``, ... by default) from ``url`` and ``urlref``; this checks, in the real Matomo, every place those
-strings could end up: the visit's pages (URL and title), its referrer, and the page reports.
+A visitor follows a password-reset link that has expired (404), coming from a login callback: the reset token,
+a session id (as a ``;jsessionid=`` path parameter, a ``PHPSESSID`` and after a ``;`` separator), a
+campaign-looking ``utm_token``, the OAuth code, an implicit-flow ``#access_token=`` and the referrer's
+``user:password@`` are in the URLs. The exporter redacts credential parameters (``*token*``, ``code``,
+``state``, ``*sessid*``, ... by default) and userinfo from ``url``, ``urlref`` and titles; this checks, in the
+real Matomo, every place those strings could end up: the visit's pages (URL and title), its referrer, and the
+page reports.
 """
 
 from __future__ import annotations
@@ -23,9 +26,17 @@ pytestmark = pytest.mark.real_matomo
 
 RESET_TOKEN = "s3cr3t-reset-" + secrets.token_hex(4)
 OAUTH_CODE = "c0de-" + secrets.token_hex(4)
-PATH = f"/reset-password?token={RESET_TOKEN}&step=2"
-REFERER = f"https://login.example/callback?code={OAUTH_CODE}&state=st4te&lang=en"
-SECRETS = (RESET_TOKEN, OAUTH_CODE, "st4te")
+SESSION_ID = "s3ss-" + secrets.token_hex(4)
+ACCESS_TOKEN = "acc3ss-" + secrets.token_hex(4)
+PASSWORD = "pa55-" + secrets.token_hex(4)
+PATH = (
+    f"/reset-password;jsessionid={SESSION_ID}?token={RESET_TOKEN}&step=2&PHPSESSID={SESSION_ID}"
+    f"&utm_token={RESET_TOKEN};sid={SESSION_ID}"
+)
+REFERER = (
+    f"https://user:{PASSWORD}@login.example/callback?code={OAUTH_CODE}&state=st4te&lang=en#access_token={ACCESS_TOKEN}"
+)
+SECRETS = (RESET_TOKEN, OAUTH_CODE, "st4te", SESSION_ID, ACCESS_TOKEN, PASSWORD)
 
 
 @pytest.fixture(scope="module")

@@ -290,14 +290,14 @@ def test_an_unknown_scheme_never_makes_a_non_http_url(scheme: str) -> None:
 
 def _uncached_page_url(scheme: str, host: str | None, path: str, query: str, words: tuple[str, ...]) -> str:
     """The page URL put together without the cache (``page_url`` before it had one)."""
-    from otel_matomo._policy import redact_query
+    from otel_matomo._redact import redact_query, redact_url
 
     scheme = {"https": "https", "wss": "https"}.get(scheme, "http")
     host = host or "localhost"
     default_port = {"http": ":80", "https": ":443"}[scheme]
     if host.endswith(default_port):
         host = host[: -len(default_port)]
-    path = path if path.startswith("/") else "/" + path
+    path = redact_url(path if path.startswith("/") else "/" + path, words)
     query = redact_query(query, words)
     return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
 

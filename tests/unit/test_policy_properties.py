@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from otel_matomo._bulk import encode_bulk
 from otel_matomo._hits import request_hit
 from otel_matomo._pipeline import Pipeline
-from otel_matomo._policy import client_address, redact_url, skip_reason
+from otel_matomo._policy import client_address, skip_reason
+from otel_matomo._redact import redact_url
 from otel_matomo._request import http_request_from_span_data
 from otel_matomo._settings import DEFAULT_REDACTED_PARAMS, Settings
 from otel_matomo._types import DropReason, HttpRequest
@@ -233,7 +234,9 @@ def test_any_header_values_give_a_valid_hit_or_a_skip(
 @given(
     st.text(alphabet=st.characters(exclude_characters="#"), max_size=40).map(lambda value: "/" + value),
     st.lists(st.tuples(st.sampled_from(["q", "page", "utm_source", "x"]), text), max_size=4),
-    st.sampled_from(["token", "access_token", "apiKey", "X-Amz-Signature", "password", "session_id"]),
+    st.sampled_from(
+        ["token", "access_token", "apiKey", "X-Amz-Signature", "password", "session_id", "PHPSESSID", "mytoken", "pin"]
+    ),
 )
 def test_a_credential_never_reaches_the_url(path_text: str, pairs: list[tuple[str, str]], name: str) -> None:
     from urllib.parse import quote

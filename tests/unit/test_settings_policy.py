@@ -45,7 +45,7 @@ def test_defaults() -> None:
     assert settings.honor_gpc is True
     assert settings.honor_dnt is True
     assert settings.redact_query_params == DEFAULT_REDACTED_PARAMS
-    assert {"token", "password", "secret", "key", "session", "code", "signature", "auth"} <= set(
+    assert {"*token*", "*password*", "*secret*", "key", "session", "code", "*signature*", "auth"} <= set(
         DEFAULT_REDACTED_PARAMS
     )
     assert settings.exclude_paths == DEFAULT_EXCLUDED_PATHS
