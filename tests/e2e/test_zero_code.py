@@ -138,14 +138,21 @@ def test_header_capture_opt_out(standin: MatomoStandIn, running: list[App]) -> N
     app.stop()
 
 
-def _run_short_app(**env_vars: str) -> subprocess.CompletedProcess[str]:
-    """``opentelemetry-instrument python -c "print('app ran')"`` with only ``env_vars`` of the OTEL_ kind."""
+SPAN_APP = """
+from opentelemetry import trace
+with trace.get_tracer("app").start_as_current_span("checkout"):
+    print("app ran")
+"""
+
+
+def _run_short_app(code: str = "print('app ran')", **env_vars: str) -> subprocess.CompletedProcess[str]:
+    """``opentelemetry-instrument python -c code`` with only ``env_vars`` of the OTEL_ kind."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
     env.update(env_vars)
     instrument = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent))
     assert instrument is not None
     return subprocess.run(
-        [instrument, sys.executable, "-c", "print('app ran')"],
+        [instrument, sys.executable, "-c", code],
         cwd=EXAMPLES,
         env=env,
         capture_output=True,
@@ -166,6 +173,26 @@ def test_invalid_configuration_names_the_variable(standin: MatomoStandIn) -> Non
     assert "OTEL_EXPORTER_MATOMO_SITE_ID" in result.stderr
     assert "positive whole number" in result.stderr
     assert "app ran" in result.stdout, "a configuration error must not stop the application"
+
+
+@pytest.mark.parametrize("exporters", ["matomo,console", "console,matomo"])
+def test_a_matomo_misconfiguration_is_one_line_and_the_other_exporter_keeps_exporting(
+    standin: MatomoStandIn, exporters: str
+) -> None:
+    result = _run_short_app(
+        OTEL_TRACES_EXPORTER=exporters,
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_EXPORTER_MATOMO_ENDPOINT=standin.url,
+        OTEL_EXPORTER_MATOMO_SITE_ID="abc",
+        code=SPAN_APP,
+    )
+    assert result.stderr.splitlines() == [
+        "otel-matomo: site_id (OTEL_EXPORTER_MATOMO_SITE_ID) is 'abc': expected a positive whole number, the "
+        "Matomo idsite, e.g. 1. Matomo export is off; the application and the other exporters keep running."
+    ]
+    assert "app ran" in result.stdout
+    assert '"name": "checkout"' in result.stdout, "the console exporter still prints the span"
 
 
 def test_missing_default_metrics_exporter_is_explained(standin: MatomoStandIn) -> None:
