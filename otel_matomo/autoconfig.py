@@ -103,6 +103,8 @@ def post_instrument() -> None:
 
 
 def _set_up(exporters: set[str], processor_flag: bool) -> None:
+    """The processor where the SDK's configurator put the exporter (else the exporter path, as the configurator
+    built it), the sampler for the switch, then the request headers for whichever of the two runs."""
     if "matomo" not in exporters and not processor_flag:
         return
     from opentelemetry import trace  # noqa: PLC0415 - only in the zero-code path
