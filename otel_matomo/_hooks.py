@@ -10,6 +10,9 @@ takes it in ``on_end`` and decodes it off the request path (``otel_matomo._reque
 
 Without a processor (a ``BatchSpanProcessor`` around the exporter sees only finished spans), the hook sets the
 same span attributes as OpenTelemetry's capture, for :data:`~otel_matomo.REQUEST_HEADERS` alone.
+
+Under ``opentelemetry-instrument`` no one has to pass it: ``otel_matomo.autoconfig.pre_instrument`` installs the
+processor and gives the hook to the instrumentors that take one (``otel_matomo._instrumentors``).
 """
 
 from __future__ import annotations

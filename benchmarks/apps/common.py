@@ -12,7 +12,7 @@ VARIANT = os.environ.get("BENCH_VARIANT", "plain")
 bsp: otel + the header capture + a BatchSpanProcessor with an exporter that does nothing; matomo: otel +
 BatchSpanProcessor(MatomoSpanExporter); processor: otel + MatomoSpanProcessor (otel-matomo's own processor);
 hook: the processor with ``otel_matomo.request_hook`` instead of the request-header capture; peer: the peer
-tracker."""
+tracker; zc-otel and zc-matomo: nothing here, ``run.py`` starts the app under ``opentelemetry-instrument``."""
 MATOMO_URL = os.environ.get("BENCH_MATOMO_URL", "http://127.0.0.1:8765")
 TOKEN = "0123456789abcdef0123456789abcdef"
 """The same token_auth for every tracker, so that every tracker sends the visitor IP (cip)."""

@@ -2,7 +2,8 @@
 
 In code: ``TracerProvider(sampler=parentbased_traceidratio("0.1"))`` with ``MatomoSpanProcessor`` beside a
 ``BatchSpanProcessor`` into an in-memory exporter. Zero code: ``OTEL_EXPORTER_MATOMO_PROCESSOR=true`` with the
-SDK's (or our) ratio sampler and the console exporter, whose printed spans are counted. 1000 real requests each:
+SDK's (or our) ratio sampler and the console exporter (alone, or beside ``matomo``), whose printed spans are
+counted. 1000 real requests each:
 1000 hits, and about 100 traces (binomial(1000, 0.1): mean 100, sd 9.5; the bounds 50..160 are over 5 sd wide).
 """
 
@@ -182,14 +183,21 @@ def _item_traces(spans: list[dict[str, Any]]) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("sampler", ["parentbased_traceidratio", "matomo_parentbased_traceidratio"])
+@pytest.mark.parametrize(
+    ("sampler", "exporters"),
+    [
+        ("parentbased_traceidratio", "console"),
+        ("matomo_parentbased_traceidratio", "console"),
+        ("parentbased_traceidratio", "matomo,console"),
+    ],
+)
 def test_zero_code_every_request_reaches_matomo_and_a_tenth_the_trace_exporter(
-    standin: MatomoStandIn, running: list[App], tmp_path: Path, sampler: str
+    standin: MatomoStandIn, running: list[App], tmp_path: Path, sampler: str, exporters: str
 ) -> None:
     app = _start(
         standin,
         tmp_path,
-        OTEL_TRACES_EXPORTER="console",
+        OTEL_TRACES_EXPORTER=exporters,
         OTEL_EXPORTER_MATOMO_PROCESSOR="true",
         OTEL_TRACES_SAMPLER=sampler,
         OTEL_TRACES_SAMPLER_ARG="0.1",
@@ -200,16 +208,45 @@ def test_zero_code_every_request_reaches_matomo_and_a_tenth_the_trace_exporter(
     stdout, stderr = app.stop()
     assert len(standin.tracked) == REQUESTS, "no hit twice, and the probes are excluded"
     assert _request_numbers(hits) == list(range(REQUESTS))
-    assert all(hit["lang"] == "en" for hit in hits), "the switch arranges header capture"
+    assert all(hit["lang"] == "en" for hit in hits), "the request headers reach the processor"
     traces = _item_traces(_printed_spans(stdout))
     print(f"\nzero code, {sampler}=0.1: {REQUESTS} requests -> {len(hits)} hits, {len(traces)} traces printed")
     assert len(traces) in TRACES, stderr
     assert "Traceback" not in stderr, stderr
 
 
-def test_zero_code_processor_beside_the_matomo_exporter_is_refused_without_double_hits(
+@pytest.mark.parametrize("sampler", ["parentbased_traceidratio", "matomo_parentbased_traceidratio"])
+def test_zero_code_without_the_switch_matomo_gets_what_the_sampler_records(
+    standin: MatomoStandIn, running: list[App], tmp_path: Path, sampler: str
+) -> None:
+    # OTEL_TRACES_EXPORTER=matomo alone now runs the processor too, with the sampler untouched: a plain ratio
+    # sampler gives Matomo the sampled requests (as the exporter did), an AnalyticsSampler every request.
+    app = _start(
+        standin,
+        tmp_path,
+        OTEL_TRACES_EXPORTER="matomo,console",
+        OTEL_TRACES_SAMPLER=sampler,
+        OTEL_TRACES_SAMPLER_ARG="0.1",
+    )
+    running.append(app)
+    _browse(app.base_url)
+    if sampler.startswith("matomo_"):
+        standin.wait_for_hits(REQUESTS, timeout=30)
+    stdout, stderr = app.stop()
+    traces = _item_traces(_printed_spans(stdout))
+    numbers = _request_numbers(standin.tracked)
+    print(f"\nzero code, {sampler}=0.1, no switch: {REQUESTS} requests -> {len(numbers)} hits, {len(traces)} traces")
+    assert len(traces) in TRACES, stderr
+    assert len(numbers) == len(set(numbers)), "no hit twice"
+    assert len(numbers) == (REQUESTS if sampler.startswith("matomo_") else len(traces))
+    assert "Traceback" not in stderr, stderr
+
+
+def test_zero_code_processor_switch_beside_the_matomo_exporter_sends_each_request_once(
     standin: MatomoStandIn, running: list[App], tmp_path: Path
 ) -> None:
+    # The switch used to be refused beside OTEL_TRACES_EXPORTER=matomo; the processor now takes the place of the
+    # exporter's BatchSpanProcessor, so the two together are one processor.
     app = _start(standin, tmp_path, OTEL_TRACES_EXPORTER="matomo", OTEL_EXPORTER_MATOMO_PROCESSOR="true")
     running.append(app)
     _browse(app.base_url, 30)
@@ -219,5 +256,4 @@ def test_zero_code_processor_beside_the_matomo_exporter_is_refused_without_doubl
     _, stderr = app.stop()
     assert len(standin.tracked) == 30, "nothing more at shutdown either"
     assert _request_numbers(standin.tracked) == list(range(30))
-    assert "OTEL_EXPORTER_MATOMO_PROCESSOR=true and OTEL_TRACES_EXPORTER=...matomo would send every request" in stderr
-    assert "The processor was not installed" in stderr
+    assert "otel-matomo" not in stderr, stderr

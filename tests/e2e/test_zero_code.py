@@ -1,11 +1,14 @@
 """The zero-code path: ``opentelemetry-instrument`` with only environment variables, no OpenTelemetry code in the app.
 
 The package's entry points must select the exporter (``OTEL_TRACES_EXPORTER=matomo``, also beside another
-exporter) and arrange header capture without the user listing headers.
+exporter) and get the request headers to Matomo without the user listing headers: through the processor and the
+request hook they set up in place of the SDK's batch processor and OpenTelemetry's header capture. A Matomo
+misconfiguration costs one line and Matomo alone.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -138,14 +142,21 @@ def test_header_capture_opt_out(standin: MatomoStandIn, running: list[App]) -> N
     app.stop()
 
 
-def _run_short_app(**env_vars: str) -> subprocess.CompletedProcess[str]:
-    """``opentelemetry-instrument python -c "print('app ran')"`` with only ``env_vars`` of the OTEL_ kind."""
+SPAN_APP = """
+from opentelemetry import trace
+with trace.get_tracer("app").start_as_current_span("checkout"):
+    print("app ran")
+"""
+
+
+def _run_short_app(code: str = "print('app ran')", **env_vars: str) -> subprocess.CompletedProcess[str]:
+    """``opentelemetry-instrument python -c code`` with only ``env_vars`` of the OTEL_ kind."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
     env.update(env_vars)
     instrument = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent))
     assert instrument is not None
     return subprocess.run(
-        [instrument, sys.executable, "-c", "print('app ran')"],
+        [instrument, sys.executable, "-c", code],
         cwd=EXAMPLES,
         env=env,
         capture_output=True,
@@ -168,6 +179,26 @@ def test_invalid_configuration_names_the_variable(standin: MatomoStandIn) -> Non
     assert "app ran" in result.stdout, "a configuration error must not stop the application"
 
 
+@pytest.mark.parametrize("exporters", ["matomo,console", "console,matomo"])
+def test_a_matomo_misconfiguration_is_one_line_and_the_other_exporter_keeps_exporting(
+    standin: MatomoStandIn, exporters: str
+) -> None:
+    result = _run_short_app(
+        OTEL_TRACES_EXPORTER=exporters,
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_EXPORTER_MATOMO_ENDPOINT=standin.url,
+        OTEL_EXPORTER_MATOMO_SITE_ID="abc",
+        code=SPAN_APP,
+    )
+    assert result.stderr.splitlines() == [
+        "otel-matomo: site_id (OTEL_EXPORTER_MATOMO_SITE_ID) is 'abc': expected a positive whole number, the "
+        "Matomo idsite, e.g. 1. Matomo export is off; the application and the other exporters keep running."
+    ]
+    assert "app ran" in result.stdout
+    assert '"name": "checkout"' in result.stdout, "the console exporter still prints the span"
+
+
 def test_missing_default_metrics_exporter_is_explained(standin: MatomoStandIn) -> None:
     # opentelemetry-distro defaults metrics and logs to OTLP; without that package the SDK set-up fails and
     # the app runs untraced. Our module is imported first, so it can say why and how to fix it.
@@ -176,3 +207,113 @@ def test_missing_default_metrics_exporter_is_explained(standin: MatomoStandIn) -
     )
     assert "OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none" in result.stderr
     assert "app ran" in result.stdout
+
+
+# The cheap path: under opentelemetry-instrument, the processor and the request hook instead of the exporter in a
+# BatchSpanProcessor and OpenTelemetry's header capture.
+
+PROBE_APP = """
+import json, os
+import fastapi
+from fastapi.testclient import TestClient
+from opentelemetry import trace
+
+app = fastapi.FastAPI()
+
+@app.get("/items/{item_id}")
+def item(item_id: int) -> dict:
+    return {"item": item_id}
+
+with TestClient(app, base_url="http://shop.example") as client:
+    client.get("/items/3?utm_source=zero", headers={"Referer": "https://duckduckgo.com/", "Accept-Language": "nl-NL"})
+processors = trace.get_tracer_provider()._active_span_processor._span_processors
+print(json.dumps({
+    "processors": [type(processor).__name__ for processor in processors],
+    "capture": os.environ.get("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST"),
+}))
+"""
+
+USER_DISTRO = '''
+from opentelemetry.distro import OpenTelemetryDistro
+
+
+def user_hook(span, scope):
+    span.set_attribute("app.user_hook", scope["path"])
+
+
+class UserDistro(OpenTelemetryDistro):
+    """What a zero-code user writes to give an instrumentor a hook: opentelemetry-instrument has no variable."""
+
+    def load_instrumentor(self, entry_point, **kwargs):
+        if entry_point.name == "fastapi":
+            kwargs["server_request_hook"] = user_hook
+        super().load_instrumentor(entry_point, **kwargs)
+'''
+
+
+def _probe(standin: MatomoStandIn, **env_vars: str) -> tuple[dict[str, object], subprocess.CompletedProcess[str]]:
+    result = _run_short_app(
+        code=PROBE_APP,
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_EXPORTER_MATOMO_ENDPOINT=standin.url,
+        OTEL_EXPORTER_MATOMO_SITE_ID="1",
+        OTEL_EXPORTER_MATOMO_TOKEN_AUTH=WRITE_TOKEN,
+        OTEL_EXPORTER_MATOMO_VISITOR_ID_SECRET="zero-code-secret-0123456789",
+        **env_vars,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(next(line for line in result.stdout.splitlines() if line.startswith('{"processors"'))), result
+
+
+def _page(standin: MatomoStandIn) -> dict[str, str]:
+    (page,) = standin.wait_for_hits(1)
+    assert page["action_name"] == "GET /items/{item_id}"
+    assert page["url"] == "http://shop.example/items/3?utm_source=zero"
+    assert page["urlref"] == "https://duckduckgo.com/"
+    assert page["lang"] == "nl-NL"
+    return page
+
+
+def test_zero_code_runs_the_processor_and_the_request_hook(standin: MatomoStandIn) -> None:
+    probe, result = _probe(standin, OTEL_TRACES_EXPORTER="console,matomo")
+    assert probe == {"processors": ["BatchSpanProcessor", "MatomoSpanProcessor"], "capture": None}
+    _page(standin)  # the headers came through the hook: nothing captured them
+    printed = _printed_server_span(result.stdout)
+    assert not [key for key in printed["attributes"] if key.startswith("http.request.header.")]
+    assert printed["attributes"]["http.route"] == "/items/{item_id}", "the console exporter still exports"
+    assert "otel-matomo" not in result.stderr, result.stderr
+
+
+def test_the_header_capture_opt_out_turns_the_hook_off_too(standin: MatomoStandIn) -> None:
+    probe, _ = _probe(standin, OTEL_TRACES_EXPORTER="matomo", OTEL_EXPORTER_MATOMO_CAPTURE_HEADERS="false")
+    assert probe == {"processors": ["MatomoSpanProcessor"], "capture": None}
+    (page,) = standin.wait_for_hits(1)
+    assert "urlref" not in page
+    assert "lang" not in page
+
+
+def test_a_users_own_request_hook_still_runs(standin: MatomoStandIn, tmp_path: Path) -> None:
+    (tmp_path / "userdistro.py").write_text(USER_DISTRO)
+    info = tmp_path / "userdistro-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: userdistro\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[opentelemetry_distro]\nuser = userdistro:UserDistro\n")
+    probe, result = _probe(
+        standin, OTEL_TRACES_EXPORTER="matomo,console", OTEL_PYTHON_DISTRO="user", PYTHONPATH=str(tmp_path)
+    )
+    assert probe["processors"] == ["MatomoSpanProcessor", "BatchSpanProcessor"]
+    _page(standin)
+    assert _printed_server_span(result.stdout)["attributes"]["app.user_hook"] == "/items/3"
+
+
+def _printed_server_span(text: str) -> dict[str, Any]:
+    """The server span the console exporter printed (JSON objects one after another, then the probe's line)."""
+    decoder = json.JSONDecoder()
+    index = text.find("{")
+    while index != -1:
+        span, end = decoder.raw_decode(text, index)
+        if span.get("kind") == "SpanKind.SERVER":
+            return dict(span)
+        index = text.find("{", end)
+    raise AssertionError(f"no server span printed: {text}")
