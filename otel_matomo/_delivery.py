@@ -109,7 +109,7 @@ class MatomoSpanProcessor(SpanProcessor):
                 with self._lock:
                     self._started[span.context.span_id] = _Started(span, self._clock.monotonic())
         except Exception:  # noqa: BLE001 - never into the application
-            self._log.log(logging.ERROR, "on-start", "otel-matomo failed in on_start", exc_info=True)
+            self._log.log(logging.ERROR, "on-start", "otel-matomo: failed in on_start", exc_info=True)
 
     def on_end(self, span: ReadableSpan) -> None:
         """Queue a finished server span for the worker; drop and count when the queue is full."""
@@ -126,7 +126,7 @@ class MatomoSpanProcessor(SpanProcessor):
                 return
             self._worker.offer((span, raw_headers))
         except Exception:  # noqa: BLE001 - never into the application
-            self._log.log(logging.ERROR, "on-end", "otel-matomo failed in on_end", exc_info=True)
+            self._log.log(logging.ERROR, "on-end", "otel-matomo: failed in on_end", exc_info=True)
 
     def _started_ended(self, span_id: int) -> bool:
         """Forget a start-tracked span at its end; ``True`` when it was already sent (never twice)."""

@@ -80,7 +80,7 @@ def request_hook(span: Span, request: object) -> None:
             }
         )
     except Exception:  # noqa: BLE001 - never into the application
-        _log.log(logging.ERROR, "request-hook", "otel-matomo failed in request_hook", exc_info=True)
+        _log.log(logging.ERROR, "request-hook", "otel-matomo: failed in request_hook", exc_info=True)
 
 
 def take(span_id: int) -> RawHeaders | None:

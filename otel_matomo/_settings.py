@@ -271,7 +271,7 @@ class Settings:
         settings._warn_about_plain_http()
         if token is None and not dry:
             _logger.warning(
-                "otel-matomo has no token_auth (%sTOKEN_AUTH): Matomo accepts the visitor IP (cip) only with a "
+                "otel-matomo: no token_auth (%sTOKEN_AUTH): Matomo accepts the visitor IP (cip) only with a "
                 "token that may write to the site, so every visit will be recorded with this server's IP address "
                 "(wrong locations). Set a token created without 'Only allow secure requests'.",
                 ENV_PREFIX,
@@ -300,7 +300,7 @@ class Settings:
         parts = urlsplit(self.endpoint)
         if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
             _logger.warning(
-                "otel-matomo sends token_auth over plain http:// to %s; anyone on the network path can read "
+                "otel-matomo: token_auth is sent over plain http:// to %s; anyone on the network path can read "
                 "it. Use an https:// endpoint.",
                 parts.hostname,
             )
@@ -337,7 +337,7 @@ def _derived_secret(token: str | None, *, warn: bool) -> bytes:
         return hashlib.sha256(b"otel-matomo visitor id\0" + token.encode()).digest()
     if warn:
         _logger.warning(
-            "otel-matomo has no %sVISITOR_ID_SECRET (and no token_auth to derive one from): visitor "
+            "otel-matomo: no %sVISITOR_ID_SECRET (and no token_auth to derive one from): visitor "
             "ids are keyed with a public constant, so a visitor's IP and user agent could be guessed back "
             "from them. Set a random secret shared by every process of the deployment.",
             ENV_PREFIX,

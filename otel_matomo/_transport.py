@@ -28,9 +28,9 @@ from otel_matomo._types import Hit
 
 _logger = logging.getLogger("otel_matomo")
 _ALL_REFUSED = {
-    Refusal.SITE: "otel-matomo lost %d hits: Matomo refused all of them although the token_auth is a Super User's: "
+    Refusal.SITE: "otel-matomo: lost %d hits: Matomo refused all of them although the token_auth is a Super User's: "
     "is idsite %d a site of this Matomo (OTEL_EXPORTER_MATOMO_SITE_ID)?",
-    Refusal.SECURE_ONLY: "otel-matomo lost %d hits: Matomo refused every hit of a batch sent with a token_auth. "
+    Refusal.SECURE_ONLY: "otel-matomo: lost %d hits: Matomo refused every hit of a batch sent with a token_auth. "
     "Either the token may not write to site %d (wrong OTEL_EXPORTER_MATOMO_SITE_ID, or a view-only token), or it was "
     "created as 'secure only' (the Matomo 5 default), which Matomo refuses inside bulk requests (Matomo bug #22910). "
     "Create a token without 'Only allow secure requests' and run `otel-matomo check`; repeated failures can get this "
@@ -113,7 +113,7 @@ class HttpSender:
                 self._log.log(
                     logging.WARNING,
                     "gave-up",
-                    "otel-matomo lost %d hits: Matomo at %s still failed after %d attempts within the %.1fs deadline "
+                    "otel-matomo: lost %d hits: Matomo at %s still failed after %d attempts within the %.1fs deadline "
                     "(last: %s)",
                     len(hits),
                     self._shown_endpoint,
@@ -163,7 +163,7 @@ class HttpSender:
             self._log.log(
                 logging.INFO,
                 f"connect-{cause}",
-                "otel-matomo could not reach Matomo at %s: %s (%s); retrying",
+                "otel-matomo: could not reach Matomo at %s: %s (%s); retrying",
                 self._shown_endpoint,
                 cause,
                 type(error).__name__,
@@ -238,7 +238,7 @@ class HttpSender:
             return (
                 logging.ERROR,
                 f"status-{response.status_code}",
-                "otel-matomo lost %d hits: Matomo at %s refused the batch with HTTP %d (%s)",
+                "otel-matomo: lost %d hits: Matomo at %s refused the batch with HTTP %d (%s)",
                 count,
                 self._shown_endpoint,
                 response.status_code,

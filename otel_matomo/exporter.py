@@ -65,7 +65,7 @@ class MatomoSpanExporter(SpanExporter):
         try:
             delivered = self._pipeline.deliver(self._pipeline.translate(spans, read_span).hits)
         except Exception:
-            logging.getLogger("otel_matomo").exception("otel-matomo failed to export a batch")
+            logging.getLogger("otel_matomo").exception("otel-matomo: failed to export a batch")
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS if delivered else SpanExportResult.FAILURE
 

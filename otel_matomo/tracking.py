@@ -298,7 +298,7 @@ def _validated(call: str, build: _Builder) -> dict[str, AttributeValue] | None:
         if _strict():
             raise ValueError(f"otel_matomo.{call}: {error}") from None
         rejected[call] += 1
-        _log.log(logging.WARNING, call, "otel-matomo ignored %s: %s", call, error)
+        _log.log(logging.WARNING, call, "otel-matomo: ignored %s: %s", call, error)
         return None
 
 

@@ -97,7 +97,7 @@ def run_gateway(
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, _exit_normally)
     _logger.info(
-        "otel-matomo gateway: OTLP/HTTP traces on http://%s:%d%s -> %s, sites %s",
+        "otel-matomo: gateway: OTLP/HTTP traces on http://%s:%d%s -> %s, sites %s",
         config.host,
         config.port,
         TRACES_PATH,

@@ -245,7 +245,7 @@ class Gateway:
                 self._log.log(
                     logging.WARNING,
                     f"unmapped-{service}",
-                    "otel-matomo gateway rejected spans of service.name %r: %sSITES does not name it and "
+                    "otel-matomo: gateway rejected spans of service.name %r: %sSITES does not name it and "
                     "OTEL_EXPORTER_MATOMO_SITE_ID is not set",
                     service,
                     ENV_PREFIX,

@@ -340,7 +340,7 @@ def test_a_start_tracked_span_that_cannot_be_read_does_not_stop_the_worker(
     processor.on_start(unreadable)  # type: ignore[arg-type]
     clock.advance(0.3)  # past the delay before a start-tracked span is read
     wait_until(lambda: "otel-matomo: the delivery worker failed" in logs.text, "the worker tried to read the span")
-    assert "otel-matomo failed in on_start" not in logs.text, "on_start took the span"
+    assert "otel-matomo: failed in on_start" not in logs.text, "on_start took the span"
     assert processor._worker.alive
     request_span(tracer_for(processor), "/still-working")
     assert processor.force_flush(5000)

@@ -182,7 +182,7 @@ def test_a_span_that_is_not_recorded_gets_nothing() -> None:
 def test_the_hook_never_raises(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR, logger="otel_matomo")
     request_hook(object(), scope())  # type: ignore[arg-type]
-    assert "otel-matomo failed in request_hook" in caplog.text
+    assert "otel-matomo: failed in request_hook" in caplog.text
 
 
 # --- with a processor: raw headers by span id, taken at the span's end --------------------------------------

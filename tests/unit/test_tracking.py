@@ -744,7 +744,7 @@ def test_production_mode_skips_counts_and_logs(
     warnings = [record for record in caplog.records if record.name == "otel_matomo"]
     assert len(warnings) == 1
     assert warnings[0].levelno == logging.WARNING
-    assert warnings[0].getMessage().startswith(f"otel-matomo ignored {call_name}: ")
+    assert warnings[0].getMessage().startswith(f"otel-matomo: ignored {call_name}: ")
 
 
 def test_production_warnings_are_rate_limited_but_every_skip_is_counted(

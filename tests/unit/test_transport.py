@@ -820,7 +820,7 @@ def test_connection_refused_is_said_in_words(standin: MatomoStandIn, logs: pytes
     result, line = unreachable(f"http://127.0.0.1:{port}/matomo.php", logs)
     assert (result.outcome, result.answered) == (Outcome.GAVE_UP, False)
     assert line == (
-        f"otel-matomo could not reach Matomo at http://127.0.0.1:{port}/matomo.php: connection refused (ConnectError);"
+        f"otel-matomo: could not reach Matomo at http://127.0.0.1:{port}/matomo.php: connection refused (ConnectError);"
         " retrying"
     )
 
