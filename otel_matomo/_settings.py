@@ -85,7 +85,8 @@ SETTINGS_OPTIONS = OptionTable(
         Option("site_id", "SITE_ID", Whole("a positive whole number, the Matomo idsite, e.g. 1"), None,
                "the Matomo `idsite`", required=True),
         Option("token_auth", "TOKEN_AUTH", MatomoToken(), None,
-               "a token with write access, needed for the visitor IP ([why](#visitor-ip-and-token_auth))", secret=True),
+               "a token with write access, needed for the visitor IP "
+               "([why](https://github.com/otel-matomo/otel-matomo#visitor-ip-and-token_auth))", secret=True),
         Option("timeout", "TIMEOUT", Duration("milliseconds", "10000", "timedelta(seconds=10)"), 10.0,
                "overall deadline of one export, retries included (milliseconds in the variable, a `timedelta` as "
                "argument)"),
@@ -96,8 +97,8 @@ SETTINGS_OPTIONS = OptionTable(
                shown="derived from the token", secret=True),
         Option("error_page_titles", "ERROR_PAGE_TITLES", Flag(), True, "Matomo's error-page titles for 4xx/5xx"),
         Option("dry_run", "DRY_RUN", Flag(), False,
-               "log each hit as JSON on the `otel_matomo.hits` logger instead of sending (no endpoint needed, "
-               "site id 1 unless set)"),
+               "print each hit as one line of JSON on standard error (or to the `otel_matomo.hits` logger when "
+               "the application's logging shows it) instead of sending (no endpoint needed, site id 1 unless set)"),
         # Who the visitor is.
         Option("trusted_proxies", "TRUSTED_PROXIES", NetworkList(), DEFAULT_TRUSTED_PROXIES,
                "IPs/CIDRs whose forwarding headers are believed; `none` trusts nobody", shown="`127.0.0.0/8,::1`"),
@@ -173,10 +174,13 @@ SWITCHES = OptionTable(
     ENV_PREFIX,
     (
         Option("capture_headers", "CAPTURE_HEADERS", Flag(), True,
-               "whether `opentelemetry-instrument` arranges header capture", keyword=False),
+               "how `opentelemetry-instrument` gets the request headers to Matomo: `request_hook` where the "
+               "instrumentation takes one, OpenTelemetry's header capture otherwise; `false`: neither",
+               keyword=False),
         Option("processor", "PROCESSOR", Flag(), False,
-               "`opentelemetry-instrument` adds a `MatomoSpanProcessor` and wraps the sampler, so that every "
-               "request reaches Matomo",
+               "`opentelemetry-instrument` also wraps the sampler (`AnalyticsSampler`), so that every request "
+               "reaches Matomo whatever traces are sampled, and adds the processor when `OTEL_TRACES_EXPORTER` "
+               "does not name matomo",
                keyword=False),
         Option("strict", "STRICT", Flag(), False,
                "a wrong tracking-API argument raises `ValueError` (as under `python -X dev`) instead of being "
