@@ -7,7 +7,7 @@ from otel_matomo._options import ConfigurationError
 from otel_matomo._settings import Settings
 from otel_matomo._types import ExportStats, Hit, HttpRequest
 from otel_matomo.autoconfig import configure_header_capture
-from otel_matomo.exporter import MatomoSpanExporter
+from otel_matomo.exporter import MatomoOptions, MatomoSpanExporter
 from otel_matomo.sampling import AnalyticsSampler
 from otel_matomo.tracking import (
     EcommerceItem,
@@ -33,6 +33,7 @@ __all__ = [
     "ExportStats",
     "Hit",
     "HttpRequest",
+    "MatomoOptions",
     "MatomoSpanExporter",
     "MatomoSpanProcessor",
     "Settings",
