@@ -1,6 +1,7 @@
 """How long each text parameter may be: what Matomo stores of it, and a cut that leaves a valid value.
 
-Matomo keeps page URLs and titles to ``page_maximum_length`` (1024) bytes, the referrer to 1500 characters, a
+Matomo keeps page URLs and titles to ``page_maximum_length`` (1024) bytes, the referrer to 1024 (Matomo 5.3.1
+records no more, though its newer releases keep 1500 characters: the smaller cap loses nothing on either), a
 search category to 200 bytes, custom dimensions to 250 and the user id to 200 characters; event, content and
 product names go to ``log_action.name`` (4096 characters) and the order id to ``idorder`` (100). It measures
 after escaping HTML (``&`` is ``&amp;``, ``"`` and ``'`` six characters, ``<`` and ``>`` four), so that is what
@@ -22,7 +23,7 @@ _CHARACTERS = "characters"
 CAPS: dict[str, tuple[int, str]] = {
     "url": (1024, _BYTES),
     "action_name": (1024, _BYTES),
-    "urlref": (1500, _CHARACTERS),
+    "urlref": (1024, _BYTES),
     "ua": (1024, _BYTES),
     "lang": (256, _BYTES),
     "uid": (200, _CHARACTERS),

@@ -46,7 +46,7 @@ def test_a_long_url_title_and_referrer_are_recorded_intact_up_to_their_caps(
     [hit] = delivery.hits
     assert exporter.stats.truncated == 1
     assert len(hit["url"]) < len(PATH)
-    assert len(hit["urlref"]) == 1500
+    assert len(hit["urlref"]) == 1024
     day = datetime.fromtimestamp(int(hit["cdt"]), timezone.utc).strftime("%Y-%m-%d")
     [visit] = matomo.visits(matomo.other_site_id, day, segment=f"visitorId=={hit['cid']}")
     [action] = visit["actionDetails"]
