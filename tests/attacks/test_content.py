@@ -180,7 +180,9 @@ def _spoofing_spans() -> list[dict[str, Any]]:
         span("/s/untrusted-peer", 3, {PEER: untrusted, XFF: CHOSEN}),
         span("/s/untrusted-peer-client", 4, {PEER: untrusted, CLIENT: CHOSEN}),
         span("/s/xff-garbage-hop", 5, {XFF: f"{CHOSEN}, not-an-address"}),
-        span("/s/xff-empty-hop", 6, {XFF: f"{CHOSEN}, ,"}),
+        # Empty list elements are no hops (RFC 9110 5.6.1): the client's padding around its own claim cannot
+        # stop the walk before the address its proxy appended.
+        span("/s/xff-empty-hop", 6, {XFF: f"{CHOSEN}, , ,{untrusted}"}),
         span("/s/fwd-unbalanced", 7, {FORWARDED: f'for={CHOSEN}, for="198.51.100.9'}, drop=(XFF,)),
         span("/s/fwd-garbage", 8, {FORWARDED: f"for={CHOSEN};;,for=unknown;x"}, drop=(XFF,)),
         span("/s/zone-peer", 9, {PEER: "fe80::1%eth0"}),
@@ -207,6 +209,7 @@ def test_row8_spoofed_client_addresses(standin: MatomoStandIn, tmp_path: Path, a
     assert_targets(row)
     assert chosen == []
     assert by_path.get("untrusted-peer") == by_path.get("untrusted-peer-client") == "198.51.100.7"
+    assert by_path.get("xff-empty-hop") == "198.51.100.7"
 
 
 def test_row8_a_foreign_host_with_the_site_host_allow_list(
