@@ -88,8 +88,9 @@ def span_count_messages(server_spans: int, without_http: int, without_headers: i
                 "spans-without-headers",
                 f"none of {http_spans} HTTP server spans carried a captured request header "
                 f"(http.request.header.*): header capture is not configured, so hits have no referrer and no "
-                f"language. Call otel_matomo.configure_header_capture() before instrumenting the app, or run "
-                f"under opentelemetry-instrument with OTEL_TRACES_EXPORTER=matomo",
+                f"language. Pass request_hook=otel_matomo.request_hook to the instrumentation (or call "
+                f"otel_matomo.configure_header_capture() before instrumenting the app), or run under "
+                f"opentelemetry-instrument with OTEL_TRACES_EXPORTER=matomo",
             )
         )
     return messages

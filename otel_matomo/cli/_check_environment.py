@@ -47,7 +47,7 @@ def configuration_checks(settings: Settings, warnings: tuple[str, ...] = ()) -> 
         yield Check(
             "configuration",
             Verdict.WARN,
-            f"{ENV_PREFIX}DRY_RUN is on: the exporter logs hits on the otel_matomo.hits logger instead of sending them",
+            f"{ENV_PREFIX}DRY_RUN is on: hits are printed on standard error instead of being sent",
         )
     for warning in warnings:
         yield Check("configuration", Verdict.WARN, warning)
@@ -139,7 +139,8 @@ def _header_capture(env: Mapping[str, str]) -> Iterator[Check]:
         yield Check("header capture", Verdict.WARN, message)
     if not messages:
         source = (
-            "added by otel-matomo under opentelemetry-instrument"
+            "handed over by otel-matomo under opentelemetry-instrument: its request_hook, or the capture where an "
+            "instrumentation takes no hook"
             if capture.added_by_otel_matomo
             else f"from {CAPTURE_ENV}"
         )

@@ -467,7 +467,7 @@ def test_zero_code_with_distro_defaults_fails_sdk_start_up(
     assert result.verdict("sdk start-up") == "FAIL"
     assert seen == [{"load": True}]
     assert result.verdict("header capture") == "OK"
-    assert "added by otel-matomo" in result.message("header capture")
+    assert "handed over by otel-matomo" in result.message("header capture")
 
 
 def test_zero_code_with_exporters_present(stub: MatomoReportingStub) -> None:
