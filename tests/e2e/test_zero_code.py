@@ -317,3 +317,18 @@ def _printed_server_span(text: str) -> dict[str, Any]:
             return dict(span)
         index = text.find("{", end)
     raise AssertionError(f"no server span printed: {text}")
+
+
+def test_dry_run_prints_one_line_per_hit_with_no_logging_set_up(standin: MatomoStandIn, running: list[App]) -> None:
+    """Under opentelemetry-instrument and uvicorn nothing shows an INFO record of ours, so a dry run showed nothing
+    (first-hour issue, row 4): each hit is now one line on standard error, and nothing reaches Matomo."""
+    app = _start(standin, OTEL_EXPORTER_MATOMO_DRY_RUN="true")
+    running.append(app)
+    assert app.get("/items/1") == 200
+    assert app.get("/items/2?color=red") == 200
+    output = app.stop()
+    prefix = "otel-matomo: dry run, not sent: "
+    urls = [json.loads(line.removeprefix(prefix))["url"] for line in output.splitlines() if line.startswith(prefix)]
+    pages = [url.rpartition("/")[2] for url in urls if "healthz-probe" not in url]  # the start-up probe aside
+    assert pages == ["1", "2?color=red"], output
+    assert standin.received == []
