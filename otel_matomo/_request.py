@@ -221,23 +221,20 @@ def decode_raw_headers(raw: RawHeaders) -> dict[str, str]:
     they are not valid UTF-8.
     """
     if isinstance(raw, Mapping):
-        pairs: Iterable[tuple[str, object]] = raw.items()
-    else:
-        lines: dict[str, list[str]] = {}
-        for name, value in raw:
-            wanted = _WANTED.get(name)
-            if wanted is not None and type(value) is bytes:
-                try:
-                    text = value.decode()
-                except UnicodeDecodeError:
-                    text = value.decode("latin-1")
-                lines.setdefault(wanted, []).append(text)
-        pairs = lines.items()
-    headers = {}
-    for header, lines_or_line in pairs:
-        line = _header_line(lines_or_line)
+        return {header: line for header, value in raw.items() if (line := _header_line(value)) is not None}
+    # One pass over the server's list, joining as it goes: this runs for every request, on the worker.
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        wanted = _WANTED.get(name)
+        if wanted is None or type(value) is not bytes:
+            continue
+        try:
+            line = _header_line(value.decode())
+        except UnicodeDecodeError:
+            line = _header_line(value.decode("latin-1"))
         if line is not None:
-            headers[header] = line
+            earlier = headers.get(wanted)
+            headers[wanted] = line if earlier is None else f"{earlier}, {line}"
     return headers
 
 
