@@ -104,8 +104,10 @@ class MatomoSpanProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:  # noqa: ARG002 - SDK signature
         """Remember server spans of long-lived requests, to track them while they run."""
         try:
+            if span.kind is not SpanKind.SERVER:
+                return
             tracking.register(span)
-            if span.kind is SpanKind.SERVER and self._tracks_at_start(span):
+            if self._tracks_at_start(span):
                 with self._lock:
                     self._started[span.context.span_id] = _Started(span, self._clock.monotonic())
         except Exception:  # noqa: BLE001 - never into the application
@@ -114,8 +116,10 @@ class MatomoSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         """Queue a finished server span for the worker; drop and count when the queue is full."""
         try:
+            if span.kind is not SpanKind.SERVER:
+                return
             tracking.unregister(span)
-            if span.kind is not SpanKind.SERVER or self._shutdown:
+            if self._shutdown:
                 return
             span_id = span.context.span_id if span.context is not None else 0
             raw_headers = hooks.take(span_id)

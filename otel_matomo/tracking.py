@@ -24,8 +24,10 @@ import logging
 import math
 import sys
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from opentelemetry import trace
@@ -49,8 +51,9 @@ rejected: Counter[str] = Counter()
 _Builder = Callable[[], dict[str, AttributeValue]]
 """Builds a call's attributes, raising TypeError/ValueError on a wrong argument."""
 
-_by_span: dict[int, Span] = {}
-"""Span id of every live recorded span under a server span -> that server span."""
+_server_span: ContextVar[weakref.ref[Span] | None] = ContextVar("otel_matomo_server_span", default=None)
+"""The request's server span, set in the request's context when the span starts; weakly, so that a thread's
+context, which outlives the request, never keeps the span (its attributes and events) in memory."""
 _by_trace: dict[int, Span] = {}
 """Trace id -> the latest live server span of that trace in this process."""
 _registry_lock = threading.Lock()
@@ -85,32 +88,29 @@ class TrackingProcessor(SpanProcessor):
 
 
 def register(span: Span) -> None:
-    """Map ``span`` to its request's server span: itself, or its parent's.
+    """Remember ``span`` as its request's server span, when it is one (nested spans cost nothing here).
 
-    Keyed by span id so that two requests of one trace (a fan-out with one ``traceparent``) never swap facts;
-    the trace-id map serves spans that are not recorded (a sampler dropped them) and so never start here.
+    In the request's context, which every task, thread or dependency that carries the request's context sees;
+    and by trace id, for a thread given only OpenTelemetry's context (``opentelemetry-instrumentation-threading``),
+    and for spans that are not recorded (a sampler dropped them) and so never start here.
     """
-    context = span.context
     if span.kind is SpanKind.SERVER:
+        _server_span.set(weakref.ref(span))
         with _registry_lock:
-            _by_span[context.span_id] = span
-            _by_trace[context.trace_id] = span
-    elif span.parent is not None and (server := _by_span.get(span.parent.span_id)) is not None:
-        # No lock for the nested spans, two or more per request: one key each, and dict operations are atomic.
-        _by_span[context.span_id] = server
+            _by_trace[span.context.trace_id] = span
 
 
 def unregister(span: ReadableSpan) -> None:
-    """Forget a span at its end (the SDK hands ``on_end`` a new object, so compare ids, not objects)."""
+    """Forget a server span at its end (the SDK hands ``on_end`` a new object, so compare ids, not objects).
+
+    The context's weak reference needs no removal: it goes with the request's context, and a call after the end
+    finds the span ended (``_request_span`` checks)."""
     context = span.context
-    if context is None:
-        return
-    if span.kind is not SpanKind.SERVER:
-        _by_span.pop(context.span_id, None)
+    if context is None or span.kind is not SpanKind.SERVER:
         return
     with _registry_lock:
-        server = _by_span.pop(context.span_id, None)
-        if server is not None and _by_trace.get(context.trace_id) is server:
+        server = _by_trace.get(context.trace_id)
+        if server is not None and server.context.span_id == context.span_id:
             del _by_trace[context.trace_id]
 
 
@@ -254,8 +254,11 @@ def _request_span(call: str) -> tuple[Span, bool] | None:
     if isinstance(current, Span) and current.kind is SpanKind.SERVER:
         span: Span | None = current
     else:
-        with _registry_lock:
-            span = _by_span.get(context.span_id) or _by_trace.get(context.trace_id)
+        reference = _server_span.get()
+        span = reference() if reference is not None else None
+        if span is None or span.context.trace_id != context.trace_id:
+            with _registry_lock:
+                span = _by_trace.get(context.trace_id)
         if span is None and isinstance(current, Span):
             span, nested = current, True
     if span is None or not span.is_recording():

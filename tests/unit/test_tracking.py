@@ -431,6 +431,8 @@ def test_concurrent_requests_each_get_their_own_facts(recorder: Recorder) -> Non
 
 
 def test_two_requests_of_one_trace_served_at_once_keep_their_own_facts(recorder: Recorder) -> None:
+    """A fan-out with one ``traceparent``: two requests of one trace, interleaved in one event loop, each in its
+    own task (as every ASGI server serves them)."""
     upstream = SpanContext(
         trace_id=0x0AF7651916CD43DD8448EB211C80319C,
         span_id=0x00F067AA0BA902B7,
@@ -438,18 +440,32 @@ def test_two_requests_of_one_trace_served_at_once_keep_their_own_facts(recorder:
         trace_flags=TraceFlags(TraceFlags.SAMPLED),
     )
     parent = trace.set_span_in_context(NonRecordingSpan(upstream))
-    first = recorder.tracer.start_span("GET /first", context=parent, kind=SpanKind.SERVER, attributes=HTTP)
-    second = recorder.tracer.start_span("GET /second", context=parent, kind=SpanKind.SERVER, attributes=HTTP)
-    with trace.use_span(first):
-        track_event("First", "direct")
-        with recorder.tracer.start_as_current_span("db"):
-            track_event("First", "nested")
-    with trace.use_span(second), recorder.tracer.start_as_current_span("db"):
-        track_event("Second", "nested")
-    second.end()
-    with trace.use_span(first), recorder.tracer.start_as_current_span("db"):
-        track_event("First", "after the other request ended")
-    first.end()
+    second_started, second_ended = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        with recorder.tracer.start_as_current_span("GET /first", context=parent, kind=SpanKind.SERVER, attributes=HTTP):
+            track_event("First", "direct")
+            await second_started.wait()
+            with recorder.tracer.start_as_current_span("db"):
+                track_event("First", "nested")
+            await second_ended.wait()
+            with recorder.tracer.start_as_current_span("db"):
+                track_event("First", "after the other request ended")
+
+    async def second() -> None:
+        with recorder.tracer.start_as_current_span(
+            "GET /second", context=parent, kind=SpanKind.SERVER, attributes=HTTP
+        ):
+            second_started.set()
+            await asyncio.sleep(0)
+            with recorder.tracer.start_as_current_span("db"):
+                track_event("Second", "nested")
+        second_ended.set()
+
+    async def serve() -> None:
+        await asyncio.gather(first(), second())
+
+    asyncio.run(serve())
     actions = {
         name: [event[1]["matomo.event.action"] for event in events(recorder.finished(name))]
         for name in ("GET /first", "GET /second")
@@ -519,16 +535,16 @@ def test_a_server_span_is_forgotten_when_it_ends(processor: str) -> None:
         started.append(server.get_span_context())
     provider.shutdown()
     assert [context for context in started if context.trace_id in tracking._by_trace] == []
-    assert [context for context in started if context.span_id in tracking._by_span] == []
 
 
 def test_a_trace_of_client_and_internal_spans_registers_nothing(recorder: Recorder) -> None:
-    before = dict(tracking._by_span)
+    before, server_before = dict(tracking._by_trace), tracking._server_span.get()
     with (
         recorder.tracer.start_as_current_span("job"),
         recorder.tracer.start_as_current_span("call", kind=SpanKind.CLIENT),
     ):
-        assert tracking._by_span == before
+        assert tracking._by_trace == before
+        assert tracking._server_span.get() is server_before, "a nested span is not a request's span"
 
 
 # --- outside a request, after it, and when tracking is off ------------------------------------------------------
