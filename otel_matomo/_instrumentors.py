@@ -12,6 +12,7 @@ caller passed (a custom distro's), which still runs; every other instrumentor is
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -40,30 +41,73 @@ _DISABLED_ENV = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
 Hook = Callable[[Span, Any], None]
 
 
+_LEAVE_OUT_ARGUMENTS = {
+    "opentelemetry.instrumentation.fastapi:FastAPIInstrumentor": "exclude_spans",
+}
+"""Instrumentor class -> its ``instrument()`` argument that leaves out the ASGI middleware's ``http send`` and
+``http receive`` spans (two or more per request, each started, ended and handed to every span processor)."""
+
+
 class _Patch:
-    """The original ``BaseInstrumentor.instrument`` while it is wrapped."""
+    """The original ``BaseInstrumentor.instrument`` while it is wrapped, and what the wrapper adds."""
 
     original: Callable[..., Any] | None = None
+    hook = False
+    leave_out_internal_spans = False
 
 
 def hand_over_headers() -> None:
-    """Until :func:`stop_handing_over`, instrumentors of :data:`_HOOK_ARGUMENTS` get ``request_hook``."""
+    """Until :func:`restore_instrumentors`, instrumentors of :data:`_HOOK_ARGUMENTS` get ``request_hook``."""
+    _Patch.hook = True
+    _wrap_instrument()
+
+
+def leave_out_internal_spans() -> None:
+    """Until :func:`restore_instrumentors`, instrumentors of :data:`_LEAVE_OUT_ARGUMENTS` record no ``http send``
+    or ``http receive`` span, unless the caller chose which to leave out. Only for a provider whose one processor
+    is otel-matomo's: no exporter would see those spans, and they cost the application more than its server span
+    (``docs/performance.md``)."""
+    _Patch.leave_out_internal_spans = True
+    _wrap_instrument()
+
+
+def _wrap_instrument() -> None:
     if _Patch.original is not None:
         return
     base = _base_instrumentor()
     original = _Patch.original = base.instrument
 
     def instrument(self: object, **kwargs: Any) -> Any:
-        argument = _HOOK_ARGUMENTS.get(f"{type(self).__module__}:{type(self).__qualname__}")
-        if argument is not None:
-            kwargs[argument] = chain(kwargs.get(argument))
+        name = f"{type(self).__module__}:{type(self).__qualname__}"
+        hook = _HOOK_ARGUMENTS.get(name)
+        if _Patch.hook and hook is not None:
+            kwargs[hook] = chain(kwargs.get(hook))
+        leave_out = _LEAVE_OUT_ARGUMENTS.get(name)
+        if (
+            _Patch.leave_out_internal_spans
+            and leave_out is not None
+            and kwargs.get(leave_out) is None
+            and _takes(self, leave_out)
+        ):
+            kwargs[leave_out] = ["receive", "send"]
         return original(self, **kwargs)
 
     base.instrument = instrument
 
 
-def stop_handing_over() -> None:
+def _takes(instrumentor: object, argument: str) -> bool:
+    """Whether this version's ``instrument_app`` takes ``argument``: an older one would fail on it, at the
+    application's ``FastAPI()``."""
+    method = getattr(instrumentor, "instrument_app", None)
+    try:
+        return method is not None and argument in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def restore_instrumentors() -> None:
     """Put ``BaseInstrumentor.instrument`` back: instrumentors the application calls itself are its own."""
+    _Patch.hook = _Patch.leave_out_internal_spans = False
     if _Patch.original is None:
         return
     _base_instrumentor().instrument = _Patch.original

@@ -125,3 +125,9 @@ def use_processor(found: Found, settings: Settings) -> MatomoSpanProcessor:
         )
     found.batch.shutdown()
     return processor
+
+
+def only_processor(provider: TracerProvider, processor: SpanProcessor) -> bool:
+    """Whether ``processor`` is the provider's one span processor: then no exporter sees any other span."""
+    processors = getattr(getattr(provider, "_active_span_processor", None), "_span_processors", None)
+    return processors == (processor,)

@@ -14,11 +14,22 @@ from collections.abc import MutableMapping
 from typing import TYPE_CHECKING
 
 from otel_matomo._delivery import MatomoSpanProcessor
-from otel_matomo._instrumentors import hand_over_headers, hookless_servers, stop_handing_over
+from otel_matomo._instrumentors import (
+    hand_over_headers,
+    hookless_servers,
+    leave_out_internal_spans,
+    restore_instrumentors,
+)
 from otel_matomo._names import CAPTURE_ENV, REQUEST_HEADERS, RESPONSE_CAPTURE_ENV, RESPONSE_HEADERS, traces_exporters
 from otel_matomo._options import ConfigurationError
 from otel_matomo._settings import read_flag
-from otel_matomo._zero_code import MatomoZeroCodeExporter, find_exporter, log_matomo_off, use_processor
+from otel_matomo._zero_code import (
+    MatomoZeroCodeExporter,
+    find_exporter,
+    log_matomo_off,
+    only_processor,
+    use_processor,
+)
 from otel_matomo.sampling import AnalyticsSampler
 
 if TYPE_CHECKING:
@@ -83,6 +94,8 @@ def pre_instrument() -> None:
     - ``OTEL_EXPORTER_MATOMO_PROCESSOR=true`` also wraps the sampler in
       :class:`~otel_matomo.AnalyticsSampler`, so that every request reaches Matomo whatever the trace
       exporters keep; without ``matomo`` in ``OTEL_TRACES_EXPORTER`` it adds the processor.
+    - When that processor is the provider's only one (``OTEL_TRACES_EXPORTER=matomo``), FastAPI's instrumentor
+      records no ``http send`` / ``http receive`` spans: no exporter would read them.
     - ``OTEL_EXPORTER_MATOMO_CAPTURE_HEADERS`` (default true): with the processor, the FastAPI, Starlette,
       Flask, Django and Falcon instrumentors get :func:`~otel_matomo.request_hook` (before a hook of their
       own, which still runs) and OpenTelemetry's request-header capture is arranged only when an
@@ -99,7 +112,7 @@ def pre_instrument() -> None:
 
 def post_instrument() -> None:
     """``opentelemetry_post_instrument`` hook: instrumentors the application calls later get their own arguments."""
-    stop_handing_over()
+    restore_instrumentors()
 
 
 def _set_up(exporters: set[str], processor_flag: bool) -> None:
@@ -129,6 +142,9 @@ def _set_up(exporters: set[str], processor_flag: bool) -> None:
         provider.add_span_processor(_tracking_processor())
     elif processor_flag and not isinstance(provider.sampler, AnalyticsSampler):
         provider.sampler = AnalyticsSampler(provider.sampler)
+    if processor is not None and only_processor(provider, processor):
+        leave_out_internal_spans()
+        _logger.debug("otel-matomo: the only span processor: FastAPI's http send/receive spans are left out")
     if read_flag("CAPTURE_HEADERS"):
         _arrange_headers(hook=processor is not None)
 

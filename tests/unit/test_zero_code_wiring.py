@@ -91,6 +91,10 @@ def _fake_instrumentor(module: str, name: str) -> BaseInstrumentor:
         def _uninstrument(self, **kwargs: Any) -> None:
             return None
 
+        @staticmethod
+        def instrument_app(app: object, exclude_spans: list[str] | None = None) -> None:
+            """As FastAPI's instrumentor has it since it can leave out spans."""
+
     Fake.__module__, Fake.__qualname__ = module, name
     return Fake()
 
@@ -139,6 +143,39 @@ def test_a_hook_of_the_callers_own_still_runs_after_ours(provider: TracerProvide
     span = TracerProvider(shutdown_on_exit=False).get_tracer("t").start_span("GET /")
     hook(span, {"type": "http", "path": "/items/1", "headers": [(b"referer", b"https://example.org/")]})
     assert calls == ["/items/1"]
+
+
+def test_as_the_only_processor_fastapi_records_no_send_or_receive_spans(
+    provider: TracerProvider, environment: pytest.MonkeyPatch
+) -> None:
+    environment.setenv("OTEL_TRACES_EXPORTER", "matomo")
+    provider.add_span_processor(BatchSpanProcessor(MatomoZeroCodeExporter()))
+    autoconfig.pre_instrument()
+    fastapi = _fake_instrumentor("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor")
+    fastapi.instrument()
+    chosen = _fake_instrumentor("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor")
+    chosen.instrument(exclude_spans=["receive"])
+    flask = _fake_instrumentor("opentelemetry.instrumentation.flask", "FlaskInstrumentor")
+    flask.instrument()
+    assert fastapi.received[0]["exclude_spans"] == ["receive", "send"]
+    assert chosen.received[0]["exclude_spans"] == ["receive"], "the caller's choice stays"
+    assert "exclude_spans" not in flask.received[0]
+    older = _fake_instrumentor("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor")
+    older.instrument_app = lambda app: None  # type: ignore[method-assign]  # a version without exclude_spans
+    older.instrument()
+    assert older.received == [{"server_request_hook": request_hook}], "never an argument it would fail on"
+    autoconfig.post_instrument()
+    later = _fake_instrumentor("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor")
+    later.instrument()
+    assert later.received == [{}], "the application's own instrument() calls are its own"
+
+
+def test_beside_another_exporter_every_span_is_recorded(provider: TracerProvider) -> None:
+    _configure(provider)
+    autoconfig.pre_instrument()
+    fastapi = _fake_instrumentor("opentelemetry.instrumentation.fastapi", "FastAPIInstrumentor")
+    fastapi.instrument()
+    assert "exclude_spans" not in fastapi.received[0], "the other exporter would miss them"
 
 
 def test_chain_is_the_hook_itself_without_another() -> None:
