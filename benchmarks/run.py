@@ -59,19 +59,23 @@ HEADERS = {
 VARIANTS = {
     "plain": "(a) no instrumentation",
     "otel": "(b) OpenTelemetry, no exporter",
+    "otel-lean": "(b2) (b) without the instrumentation's send/receive spans",
     "capture": "(b1) (b) + header capture",
     "bsp": "(b+) (b) + header capture + BatchSpanProcessor(no-op exporter)",
     "matomo": "(c) (b) + BatchSpanProcessor(MatomoSpanExporter)",
     "processor": "(c2) (b) + MatomoSpanProcessor",
     "hook": "(c3) (b) + MatomoSpanProcessor + request_hook",
+    "lean": "(c4) (c3) without the send/receive spans (in code, Matomo the only backend)",
     "peer": "(d) peer tracker",
     "zc-otel": "(z) zero code: opentelemetry-instrument, OTEL_TRACES_EXPORTER=none",
     "zc-matomo": "(z1) zero code: opentelemetry-instrument, OTEL_TRACES_EXPORTER=matomo",
 }
-TRACKERS = ("matomo", "processor", "hook", "zc-matomo")
+TRACKERS = ("matomo", "processor", "hook", "lean", "zc-matomo")
 """The otel-matomo variants; ``processor`` and ``hook`` only where the package has what they use."""
 ZERO_CODE = {"zc-otel": "none", "zc-matomo": "matomo"}
 """Variants run under ``opentelemetry-instrument`` (the app itself sets nothing up): their OTEL_TRACES_EXPORTER."""
+ASGI_ONLY = ("otel-lean", "lean")
+"""Variants that leave out the ASGI middleware's send/receive spans: WSGI has none."""
 BASELINE = {"zc-matomo": "zc-otel"}
 """The variant each tracker is compared with when it is not (b): the same zero-code app with OpenTelemetry alone."""
 TARGET_SHARE = {"zc-matomo": 0.90}
@@ -441,11 +445,13 @@ def measure_once(app: App, standin: StandIn, args: argparse.Namespace, pinning: 
 def throughput(args: argparse.Namespace, standin: StandIn, pinning: Pinning) -> dict[tuple[str, str], list[Run]]:
     results: dict[tuple[str, str], list[Run]] = {}
     stacks = [stack for stack in ("asgi", "wsgi") if stack in args.stacks]
-    configs = [(stack, variant) for stack in stacks for variant in args.variants]
+    configs = [
+        (stack, variant) for stack in stacks for variant in args.variants if variant not in ASGI_ONLY or stack == "asgi"
+    ]
     if args.smoke:
         # The smoke run checks that everything runs, not how fast: the ASGI and WSGI apps of one variant are
         # measured at the same time, which halves its duration (wrk cannot run for less than a second).
-        slots = [[(stack, variant) for stack in stacks] for variant in args.variants]
+        slots = [[config for config in configs if config[1] == variant] for variant in args.variants]
     else:
         slots = [[config] for config in configs]
     for round_index in range(args.rounds):
@@ -780,6 +786,7 @@ def report(
                 "matomo": "(c) BatchSpanProcessor",
                 "processor": "(c2) MatomoSpanProcessor",
                 "hook": "(c3) MatomoSpanProcessor + request_hook",
+                "lean": "(c4) (c3) without send/receive spans",
                 "zc-matomo": "(z1) zero code",
             }.get(variant, f"(d) {PEERS[stack]}")
             lines.append(
@@ -986,7 +993,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.stacks = parts & {"asgi", "wsgi"}
     import otel_matomo
 
-    needs = {"processor": "MatomoSpanProcessor", "hook": "request_hook"}  # to measure older versions too
+    # To measure older versions too.
+    needs = {"processor": "MatomoSpanProcessor", "hook": "request_hook", "lean": "request_hook"}
     available = [v for v in VARIANTS if v not in needs or hasattr(otel_matomo, needs[v])]
     wanted = [v.strip() for v in args.variants.split(",")] if args.variants else available
     unknown = set(wanted) - set(VARIANTS)

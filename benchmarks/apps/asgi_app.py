@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from common import (
     INSTRUMENTED,
+    LEAN,
     MATOMO_URL,
     SITE_ID,
     STATS_PATH,
@@ -35,7 +36,12 @@ async def _stats() -> dict[str, object]:
 if VARIANT in INSTRUMENTED:
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(app, excluded_urls=STATS_PATH, server_request_hook=request_hook())
+    FastAPIInstrumentor.instrument_app(
+        app,
+        excluded_urls=STATS_PATH,
+        server_request_hook=request_hook(),
+        exclude_spans=["receive", "send"] if VARIANT in LEAN else None,
+    )
     application = app
 elif VARIANT == "peer":
     from asgi_matomo import MatomoMiddleware

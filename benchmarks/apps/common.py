@@ -11,14 +11,18 @@ VARIANT = os.environ.get("BENCH_VARIANT", "plain")
 """plain: no instrumentation; otel: OpenTelemetry, no exporter; capture: otel + otel-matomo's header capture;
 bsp: otel + the header capture + a BatchSpanProcessor with an exporter that does nothing; matomo: otel +
 BatchSpanProcessor(MatomoSpanExporter); processor: otel + MatomoSpanProcessor (otel-matomo's own processor);
-hook: the processor with ``otel_matomo.request_hook`` instead of the request-header capture; peer: the peer
+hook: the processor with ``otel_matomo.request_hook`` instead of the request-header capture; lean: hook with the
+ASGI middleware's send/receive spans left out (the in-code set-up when Matomo is the only backend); otel-lean:
+otel with the same spans left out; peer: the peer
 tracker; zc-otel and zc-matomo: nothing here, ``run.py`` starts the app under ``opentelemetry-instrument``."""
 MATOMO_URL = os.environ.get("BENCH_MATOMO_URL", "http://127.0.0.1:8765")
 TOKEN = "0123456789abcdef0123456789abcdef"
 """The same token_auth for every tracker, so that every tracker sends the visitor IP (cip)."""
 SITE_ID = 1
 STATS_PATH = "/_stats"
-INSTRUMENTED = ("otel", "capture", "bsp", "matomo", "processor", "hook")
+INSTRUMENTED = ("otel", "otel-lean", "capture", "bsp", "matomo", "processor", "hook", "lean")
+LEAN = ("otel-lean", "lean")
+"""Variants whose ASGI instrumentation leaves out its send/receive spans (``exclude_spans``)."""
 
 _drops = 0
 _drops_lock = threading.Lock()
@@ -37,16 +41,16 @@ def setup_tracing() -> None:
     if VARIANT not in INSTRUMENTED:
         return
     global _exporter
-    if VARIANT in ("capture", "bsp", "matomo", "processor", "hook"):
+    if VARIANT in ("capture", "bsp", "matomo", "processor", "hook", "lean"):
         import otel_matomo
 
         # What the README asks for before instrumenting; its cost on the request path is otel-matomo's.
-        otel_matomo.configure_header_capture(request_headers=VARIANT != "hook")
+        otel_matomo.configure_header_capture(request_headers=VARIANT not in ("hook", "lean"))
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
     provider = TracerProvider()
-    if VARIANT in ("processor", "hook"):
+    if VARIANT in ("processor", "hook", "lean"):
         from otel_matomo import MatomoSpanProcessor  # type: ignore[attr-defined]
 
         _exporter = MatomoSpanProcessor(endpoint=MATOMO_URL, site_id=SITE_ID, token_auth=TOKEN)
@@ -89,7 +93,7 @@ def _count_queue_drops(processor: Any) -> None:
 
 def request_hook() -> Any:
     """The hook the instrumentation is given: otel-matomo's in the hook variant, none otherwise."""
-    if VARIANT != "hook":
+    if VARIANT not in ("hook", "lean"):
         return None
     import otel_matomo
 
