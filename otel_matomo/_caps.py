@@ -115,7 +115,8 @@ def _whole_escapes(text: str) -> str:
     try:
         escaped.decode("utf-8")
     except UnicodeDecodeError:
-        return text[: match.start() + 3 * _complete_prefix(escaped)]
+        # What is left may end in a lone "%" that the input had before the escape ("%%C3"): checked again.
+        return _whole_escapes(text[: match.start() + 3 * _complete_prefix(escaped)])
     return text
 
 
