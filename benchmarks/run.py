@@ -660,7 +660,9 @@ def report(
         "`MatomoSpanProcessor` instead (its defaults: batches of 500 hits, 1 s, queue 2048 server spans, retry "
         "buffer). (c3) is (c2) with `otel_matomo.request_hook` passed to the instrumentation instead of the "
         "request-header capture (`configure_header_capture(request_headers=False)`: the response's Location "
-        "header only), the README's cheapest set-up. "
+        "header only). (c4) is (c3) with the ASGI instrumentation's `http send`/`http receive` spans left out "
+        "(`exclude_spans`), the README's recipe when Matomo is the provider's one backend; (b2) is (b) with the "
+        "same spans left out, (c4)'s like-for-like baseline (ASGI only: WSGI has no such spans). "
         "(b1) is (b) + the header capture alone: the share of the instrumentation's own work that "
         "otel-matomo asks for. (b+) is (b) + the header capture + a `BatchSpanProcessor` whose exporter does "
         "nothing: the share of the SDK's batching, which any exporter pays. "
@@ -668,7 +670,7 @@ def report(
         "inside each request. Every tracker gets the same `token_auth`, so every tracker sends the visitor IP. "
         "(z) and (z1) run the app with no set-up of its own under `opentelemetry-instrument` (every installed "
         "instrumentation, as a zero-code user gets), `OTEL_TRACES_EXPORTER=none` and `=matomo`; (z1) is judged "
-        "against (z).",
+        "against (z). With `matomo` alone, (z1) leaves out the send/receive spans by itself, as (c4) does.",
         "- Matomo: `benchmarks/standin.py`, an asyncio server that only counts hits and answers "
         '`{"status":"success","tracked":N,"invalid":0}` (a real Matomo is far slower, which would hurt (d) '
         "more than (c)).",
