@@ -65,8 +65,8 @@ def hand_over_headers() -> None:
 def leave_out_internal_spans() -> None:
     """Until :func:`restore_instrumentors`, instrumentors of :data:`_LEAVE_OUT_ARGUMENTS` record no ``http send``
     or ``http receive`` span, unless the caller chose which to leave out. Only for a provider whose one processor
-    is otel-matomo's: no exporter would see those spans, and they cost the application more than its server span
-    (``docs/performance.md``)."""
+    is otel-matomo's: no exporter would see those spans, and they cost the application about as much CPU as
+    otel-matomo does (``benchmarks/RESULTS.md``, issue 18)."""
     _Patch.leave_out_internal_spans = True
     _wrap_instrument()
 
