@@ -101,8 +101,8 @@ def find_exporter(provider: TracerProvider) -> Found | None:
     not in the SDK's ``_span_processors`` tuple.
     """
     multi = getattr(provider, "_active_span_processor", None)
-    processors = getattr(multi, "_span_processors", None)
-    if getattr(multi, "_lock", None) is None or not isinstance(processors, tuple):
+    processors = _span_processors(provider)
+    if getattr(multi, "_lock", None) is None or processors is None:
         return None
     found = [
         (item, exporter)
@@ -129,5 +129,11 @@ def use_processor(found: Found, settings: Settings) -> MatomoSpanProcessor:
 
 def only_processor(provider: TracerProvider, processor: SpanProcessor) -> bool:
     """Whether ``processor`` is the provider's one span processor: then no exporter sees any other span."""
+    return _span_processors(provider) == (processor,)
+
+
+def _span_processors(provider: TracerProvider) -> tuple[SpanProcessor, ...] | None:
+    """The provider's span processors, from the SDK's private ``_span_processors`` tuple; ``None`` where a
+    provider keeps them otherwise."""
     processors = getattr(getattr(provider, "_active_span_processor", None), "_span_processors", None)
-    return processors == (processor,)
+    return processors if isinstance(processors, tuple) else None
